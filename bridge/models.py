@@ -1,0 +1,364 @@
+"""Parsed control-plane objects: immutable, typed, with raw JSON kept apart.
+
+Parsing is strict about shape (a wrong type is an error naming the field) and
+lenient about unknown fields (the real API grows). Semantic checks that depend
+on rendering (image syntax, env names, sizes) belong to `bridge.rendering`.
+This module imports nothing of the bridge but `errors` and `redaction`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from bridge.errors import InvalidDeployment
+from bridge.redaction import Redacted
+
+Json = Any
+
+
+class FrozenDict(Mapping[str, Any]):
+    """A read-only mapping for free-form JSON objects inside frozen models."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(data or {})
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(sorted((k, _hashable(v)) for k, v in self._data.items())))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({self._data!r})"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, FrozenDict):
+        return hash(value)
+    if isinstance(value, tuple):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def freeze(value: Json) -> Any:
+    """Deep copy of parsed JSON with dicts as FrozenDict and lists as tuples."""
+    if isinstance(value, Mapping):
+        return FrozenDict({str(k): freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Json:
+    """Plain JSON (dicts, lists) from a frozen value."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Listener:
+    id: str
+    compute_id: str
+    namespaces: tuple[str, ...]
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """One `secrets[]` entry: an env var whose value is always treated as secret."""
+
+    name: str
+    value: Redacted
+
+
+@dataclass(frozen=True)
+class SecretReference:
+    """One `secret_references[]` entry: env var from an existing Kubernetes Secret."""
+
+    name: str
+    secret_name: str
+    secret_key: str
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """`source_config.resource_spec`; None means "use the default in overlays/"."""
+
+    min_scale: int | None = None
+    max_scale: int | None = None
+    cpu: float | None = None
+    cpu_limit: float | None = None
+    memory_mb: int | None = None
+    memory_limit_mb: int | None = None
+    queue_min_scale: int | None = None
+    queue_max_scale: int | None = None
+    queue_cpu: float | None = None
+    queue_cpu_limit: float | None = None
+    queue_memory_mb: int | None = None
+    queue_memory_limit_mb: int | None = None
+    db_cpu: float | None = None
+    db_cpu_limit: float | None = None
+    db_memory_mb: int | None = None
+    db_memory_limit_mb: int | None = None
+    db_storage_gi: int | None = None
+    db_max_connections: int | None = None
+    redis_cpu: float | None = None
+    redis_cpu_limit: float | None = None
+    redis_memory_mb: int | None = None
+    redis_memory_limit_mb: int | None = None
+    labels: FrozenDict = field(default_factory=FrozenDict)
+    annotations: FrozenDict = field(default_factory=FrozenDict)
+    service_account_name: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    volumes: tuple[FrozenDict, ...] = ()
+    volume_mounts: tuple[FrozenDict, ...] = ()
+    init_containers: tuple[FrozenDict, ...] = ()
+    sidecars: tuple[FrozenDict, ...] = ()
+
+
+_INT_FIELDS = {
+    f.name for f in fields(ResourceSpec) if f.type in ("int | None",) or f.type == (int | None)
+}
+_FLOAT_FIELDS = {
+    f.name for f in fields(ResourceSpec) if f.type in ("float | None",) or f.type == (float | None)
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """An Agent Server deployment as the bridge needs it.
+
+    `namespace`, `image_uri` and `revision_id` may be None in what the control
+    plane sends; the renderer rejects such a deployment by name and id.
+    """
+
+    id: str
+    name: str
+    source: str
+    status: str
+    listener_id: str | None
+    namespace: str | None
+    image_uri: str | None
+    revision_id: str | None
+    secrets: tuple[SecretEnv, ...] = ()
+    secret_references: tuple[SecretReference, ...] = ()
+    resource_spec: ResourceSpec = field(default_factory=ResourceSpec)
+    custom_url: str | None = None
+
+    @property
+    def awaiting_delete(self) -> bool:
+        return self.status == "AWAITING_DELETE"
+
+    def label(self) -> str:
+        """How logs and errors name a deployment: name and id."""
+        return f"{self.name!r} ({self.id})"
+
+
+# --- parsing ---------------------------------------------------------------
+
+
+class _Fields:
+    """Typed accessors over one JSON object that name the bad field in errors."""
+
+    def __init__(self, raw: Mapping[str, Any], where: str, dep_id: str, dep_name: str) -> None:
+        self.raw = raw
+        self.where = where
+        self.dep_id = dep_id
+        self.dep_name = dep_name
+
+    def fail(self, key: str, what: str) -> InvalidDeployment:
+        return InvalidDeployment(
+            f"field {self.where}{key} {what}",
+            deployment_id=self.dep_id,
+            deployment_name=self.dep_name,
+            hint="the control plane sent a malformed deployment; it is skipped until fixed",
+        )
+
+    def str_(self, key: str, *, required: bool = False) -> str | None:
+        value = self.raw.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "is missing")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def obj(self, key: str) -> Mapping[str, Any]:
+        value = self.raw.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"must be an object, got {type(value).__name__}")
+        return value
+
+    def list_(self, key: str) -> list[Any]:
+        value = self.raw.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be an array, got {type(value).__name__}")
+        return value
+
+    def number(self, key: str, *, integer: bool) -> float | int | None:
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"must be a number, got {type(value).__name__}")
+        if integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise self.fail(key, f"must be an integer, got {value}")
+            return int(value)
+        return float(value)
+
+    def str_map(self, key: str) -> FrozenDict:
+        value = self.obj(key)
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise self.fail(f"{key}.{k}", f"must be a string, got {type(v).__name__}")
+        return FrozenDict(value)
+
+    def objects(self, key: str) -> tuple[FrozenDict, ...]:
+        items = self.list_(key)
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise self.fail(f"{key}[{i}]", "must be an object")
+        return tuple(freeze(item) for item in items)
+
+
+def parse_listener(raw: Json) -> Listener:
+    if not isinstance(raw, Mapping):
+        raise ValueError("listener must be a JSON object")
+    listener_id = raw.get("id")
+    compute_id = raw.get("compute_id")
+    if not isinstance(listener_id, str) or not isinstance(compute_id, str):
+        raise ValueError("listener needs string fields `id` and `compute_id`")
+    config = raw.get("compute_config") or {}
+    if not isinstance(config, Mapping):
+        raise ValueError("listener field `compute_config` must be an object")
+    namespaces = config.get("k8s_namespaces") or []
+    if not isinstance(namespaces, list) or not all(isinstance(n, str) for n in namespaces):
+        raise ValueError("listener field `compute_config.k8s_namespaces` must be a list of strings")
+    version = raw.get("version")
+    return Listener(
+        id=listener_id,
+        compute_id=compute_id,
+        namespaces=tuple(namespaces),
+        version=version if isinstance(version, str) else None,
+    )
+
+
+def deployment_identity(raw: Json) -> tuple[str, str]:
+    """(id, name) of a raw deployment, as well as can be told, for error messages."""
+    if not isinstance(raw, Mapping):
+        return ("<unknown>", "<unknown>")
+    dep_id = raw.get("id")
+    name = raw.get("name")
+    return (
+        dep_id if isinstance(dep_id, str) else "<unknown>",
+        name if isinstance(name, str) else "<unknown>",
+    )
+
+
+def parse_deployment(raw: Json) -> Deployment:
+    """A Deployment from the control plane's JSON; InvalidDeployment names what is wrong."""
+    dep_id, dep_name = deployment_identity(raw)
+    if not isinstance(raw, Mapping):
+        raise InvalidDeployment(
+            "is not a JSON object", deployment_id=dep_id, deployment_name=dep_name
+        )
+    top = _Fields(raw, "", dep_id, dep_name)
+    top.str_("id", required=True)
+    top.str_("name", required=True)
+    source = top.str_("source", required=True) or ""
+    status = top.str_("status") or "UNKNOWN"
+    source_config = _Fields(top.obj("source_config"), "source_config.", dep_id, dep_name)
+    listener_config = _Fields(
+        source_config.obj("listener_config"), "source_config.listener_config.", dep_id, dep_name
+    )
+    revision_config = _Fields(
+        top.obj("source_revision_config"), "source_revision_config.", dep_id, dep_name
+    )
+    spec = _Fields(
+        source_config.obj("resource_spec"), "source_config.resource_spec.", dep_id, dep_name
+    )
+
+    secrets = []
+    for i, item in enumerate(top.list_("secrets")):
+        entry = _Fields(
+            item if isinstance(item, Mapping) else {}, f"secrets[{i}].", dep_id, dep_name
+        )
+        if not isinstance(item, Mapping):
+            raise top.fail(f"secrets[{i}]", "must be an object")
+        name = entry.str_("name", required=True) or ""
+        value = item.get("value")
+        if not isinstance(value, str):
+            raise entry.fail("value", "must be a string")
+        secrets.append(SecretEnv(name=name, value=Redacted(value)))
+
+    references = []
+    for i, item in enumerate(top.list_("secret_references")):
+        if not isinstance(item, Mapping):
+            raise top.fail(f"secret_references[{i}]", "must be an object")
+        entry = _Fields(item, f"secret_references[{i}].", dep_id, dep_name)
+        references.append(
+            SecretReference(
+                name=entry.str_("name", required=True) or "",
+                secret_name=entry.str_("secret_name", required=True) or "",
+                secret_key=entry.str_("secret_key", required=True) or "",
+            )
+        )
+
+    numbers: dict[str, Any] = {}
+    for name in _INT_FIELDS:
+        numbers[name] = spec.number(name, integer=True)
+    for name in _FLOAT_FIELDS:
+        numbers[name] = spec.number(name, integer=False)
+    pull_secrets = []
+    for i, item in enumerate(spec.list_("image_pull_secrets")):
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise spec.fail(f"image_pull_secrets[{i}]", "must be an object with a string `name`")
+        pull_secrets.append(item["name"])
+
+    resource_spec = ResourceSpec(
+        **numbers,
+        labels=spec.str_map("labels"),
+        annotations=spec.str_map("annotations"),
+        service_account_name=spec.str_("service_account_name"),
+        image_pull_secrets=tuple(pull_secrets),
+        volumes=spec.objects("volumes"),
+        volume_mounts=spec.objects("volume_mounts"),
+        init_containers=spec.objects("init_containers"),
+        sidecars=spec.objects("sidecars"),
+    )
+    return Deployment(
+        id=dep_id,
+        name=dep_name,
+        source=source,
+        status=status,
+        listener_id=source_config.str_("listener_id"),
+        namespace=listener_config.str_("k8s_namespace"),
+        image_uri=revision_config.str_("image_uri"),
+        revision_id=top.str_("latest_revision_id"),
+        secrets=tuple(secrets),
+        secret_references=tuple(references),
+        resource_spec=resource_spec,
+        custom_url=source_config.str_("custom_url"),
+    )

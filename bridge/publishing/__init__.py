@@ -1,0 +1,6 @@
+"""The only git writer: persistent clone per target, commit, push, retry, sign.
+
+Everything else hands it finished file maps and commit messages. Credentials
+live only in the environment of git processes it starts, never in
+`.git/config`, never in a log line.
+"""

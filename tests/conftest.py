@@ -1,0 +1,1 @@
+"""Shared fixtures. Everything here is real: processes, sockets, repos."""
