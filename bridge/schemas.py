@@ -73,7 +73,7 @@ def _strict(schema: Any) -> Any:
     return s
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd_validator(schema_dir: str, group: str, version: str, kind: str) -> Any:
     path = Path(schema_dir) / group / f"{kind.lower()}_{version}.json"
     if not path.is_file():
@@ -99,7 +99,7 @@ def _core_schema_folder(version: str, strict: bool) -> Path:
     return max(candidates)[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _core_registry(folder: str) -> referencing.Registry[Any]:
     definitions = json.loads((Path(folder) / "_definitions.json").read_text(encoding="utf-8"))
     resource = referencing.Resource.from_contents(
@@ -108,7 +108,7 @@ def _core_registry(folder: str) -> referencing.Registry[Any]:
     return resource @ referencing.Registry()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _core_validator(folder: str, kind: str, api_version: str) -> Any:
     group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
     path = Path(folder) / f"{kind.lower()}-{group_version}.json"
