@@ -362,3 +362,38 @@ def parse_deployment(raw: Json) -> Deployment:
         resource_spec=resource_spec,
         custom_url=source_config.str_("custom_url"),
     )
+
+
+@dataclass(frozen=True)
+class SecretPlan:
+    """A Kubernetes Secret the renderer wants, before a provider encrypts it.
+
+    The renderer (pure) decides names, labels and keys; a provider in
+    `bridge.secrets` turns the plan into the bytes that go into git. Values stay
+    `Redacted` until the provider reveals them to its encryption step.
+    """
+
+    file: str  # file name inside the deployment folder, e.g. "secret-env.yaml"
+    name: str  # metadata.name of the Secret
+    namespace: str
+    labels: FrozenDict
+    annotations: FrozenDict
+    data: tuple[tuple[str, Redacted], ...]  # key -> value, sorted by key
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.data)
+
+    def manifest(self) -> dict[str, Any]:
+        """The plaintext Secret as a dict. Reveals every value: only for encryption."""
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        if self.labels:
+            metadata["labels"] = dict(self.labels)
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata,
+            "type": "Opaque",
+            "stringData": {k: v.reveal() for k, v in self.data},
+        }

@@ -1,0 +1,771 @@
+"""Render one Agent Server deployment as a self-contained Kustomize root.
+
+`render_deployment` is pure: Deployment + RenderContext (+ the generated
+Postgres password, when the bridge holds one) in, file name -> bytes out, plus
+the Secrets as plans for a provider to encrypt. It raises `InvalidDeployment`
+naming the deployment and the field for anything a cluster would reject or
+that would be unsafe to write; the caller keeps every other deployment going.
+
+What a revision touches: the image, revision id and env live only in
+`agent-server.yaml` and `queue-worker.yaml`; Postgres and Redis files depend
+only on their own sizes and the names, so a new revision never restarts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge import canonical_yaml
+from bridge.errors import InvalidDeployment
+from bridge.models import Deployment, FrozenDict, ResourceSpec, SecretPlan, thaw
+from bridge.redaction import Redacted
+from bridge.rendering import RenderContext
+from bridge.rendering.naming import LABEL, MAX_NAME, NAMESPACE
+from bridge.rendering.templates import defaults, template, templates_digest
+
+MANAGED_BY = "langsmith-gitops-bridge"
+DEPLOYMENT_ID_LABEL = "langsmith.com/deployment-id"
+REVISION_ANNOTATION = "langsmith.com/revision-id"
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+# Argo CD applies lower waves first: Secrets, then the data stores, then the
+# app, then what points at the app. Flux ignores the annotation.
+WAVE_SECRETS, WAVE_DATA, WAVE_APP, WAVE_EDGE = "-2", "-1", "0", "1"
+
+ENV_FILE = "secret-env.yaml"
+POSTGRES_FILE = "secret-postgres.yaml"
+
+# Names the control plane injects or rejects (reference/control-plane-api.md).
+RESERVED_ENV = frozenset(
+    """LANGCHAIN_TRACING_V2 LANGSMITH_TRACING_V2 LANGCHAIN_ENDPOINT LANGCHAIN_PROJECT
+    LANGSMITH_PROJECT LANGSMITH_LANGGRAPH_GIT_REPO LANGGRAPH_GIT_REPO_PATH LANGCHAIN_API_KEY
+    LANGSMITH_CONTROL_PLANE_API_KEY POSTGRES_URI POSTGRES_PASSWORD DATABASE_URI
+    LANGSMITH_LANGGRAPH_GIT_REF LANGSMITH_LANGGRAPH_GIT_REF_SHA LANGGRAPH_AUTH_TYPE
+    LANGSMITH_AUTH_ENDPOINT LANGSMITH_TENANT_ID LANGSMITH_AUTH_VERIFY_TENANT_ID
+    LANGSMITH_HOST_PROJECT_ID LANGSMITH_HOST_PROJECT_NAME LANGSMITH_HOST_REVISION_ID LOG_JSON
+    LOG_DICT_TRACEBACKS REDIS_URI LANGCHAIN_CALLBACKS_BACKGROUND DD_TRACE_PSYCOPG_ENABLED
+    DD_TRACE_REDIS_ENABLED LANGSMITH_DEPLOYMENT_NAME LANGGRAPH_CLOUD_LICENSE_KEY
+    N_JOBS_PER_WORKER""".split()
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# A docker reference: [registry[:port]/]path[:tag][@sha256:digest], path lowercase.
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+IMAGE = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)/)?"
+    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+# Sizes beyond these are typos, not intentions (a pod of 1000 cores exists nowhere).
+MAX_CPU = 512.0
+MAX_MEMORY_MB = 16 * 1024 * 1024
+MAX_REPLICAS = 10_000
+MAX_STORAGE_GI = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Rendered:
+    files: dict[str, bytes]  # plain manifests + kustomization.yaml
+    secrets: tuple[SecretPlan, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    replicas_min: int
+    replicas_max: int
+    cpu: float
+    cpu_limit: float
+    memory_mb: int
+    memory_limit_mb: int
+
+
+# --- entry points ---------------------------------------------------------------
+
+
+def input_fingerprint(dep: Deployment, ctx: RenderContext) -> bytes:
+    """Every input of the render except secret values, as stable bytes.
+
+    The reconciler keys this (with keyed digests of the secret values) to decide
+    whether a deployment changed, without rendering it.
+    """
+    doc = {
+        "deployment": {
+            "id": dep.id,
+            "name": dep.name,
+            "namespace": dep.namespace,
+            "image": dep.image_uri,
+            "revision": dep.revision_id,
+            "customUrl": dep.custom_url,
+            "secretNames": sorted(s.name for s in dep.secrets),
+            "secretReferences": sorted(
+                (r.name, r.secret_name, r.secret_key) for r in dep.secret_references
+            ),
+            "resourceSpec": _spec_json(dep.resource_spec),
+        },
+        "listener": {"id": ctx.listener.id, "namespaces": sorted(ctx.listener.namespaces)},
+        "cluster": ctx.cluster,
+        "provider": ctx.secrets_provider,
+        "settings": repr(ctx.settings),
+        "templates": templates_digest(),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def render_deployment(
+    dep: Deployment,
+    ctx: RenderContext,
+    *,
+    name: str,
+    postgres_password: Redacted | None = None,
+) -> Rendered:
+    """The files of `<cluster>/<namespace>/<name>/` for one deployment."""
+    _check(dep, ctx, name)
+    r = _Renderer(dep, ctx, name, postgres_password)
+    return r.render()
+
+
+def render_namespace_kustomization(folders: list[str]) -> bytes:
+    """`<cluster>/<namespace>/kustomization.yaml`: every deployment folder, sorted."""
+    return canonical_yaml.dump_bytes(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": sorted(folders),
+        }
+    )
+
+
+# --- validation of the input ------------------------------------------------------
+
+
+def _fail(dep: Deployment, message: str, hint: str | None = None) -> InvalidDeployment:
+    return InvalidDeployment(
+        message, deployment_id=dep.id, deployment_name=dep.name, hint=hint or "fix it in LangSmith"
+    )
+
+
+def _check(dep: Deployment, ctx: RenderContext, name: str) -> None:
+    if not LABEL.match(name) or len(name) > MAX_NAME:
+        raise _fail(dep, f"folder name {name!r} is not a DNS-1123 label of at most {MAX_NAME}")
+    ns = dep.namespace
+    if not ns:
+        raise _fail(dep, "has no source_config.listener_config.k8s_namespace")
+    if not NAMESPACE.match(ns) or len(ns) > 63:
+        raise _fail(dep, f"namespace {ns!r} is not a valid Kubernetes namespace name")
+    if ns not in ctx.listener.namespaces:
+        raise _fail(
+            dep,
+            f"namespace {ns!r} is not one of the listener's namespaces "
+            f"{sorted(ctx.listener.namespaces)}",
+            hint="add it to the listener's k8s_namespaces, or move the deployment",
+        )
+    image = dep.image_uri
+    if not image:
+        raise _fail(dep, "has no source_revision_config.image_uri")
+    if len(image) > 512 or not IMAGE.match(image):
+        raise _fail(
+            dep,
+            f"image_uri {image!r} is not a valid image reference "
+            "([registry/]repository[:tag][@sha256:digest], repository lowercase)",
+        )
+    seen: set[str] = set()
+    for s in dep.secrets:
+        _check_env_name(dep, s.name, "secrets")
+        if s.name in seen:
+            raise _fail(dep, f"secrets[] sets {s.name!r} twice")
+        seen.add(s.name)
+    for ref in dep.secret_references:
+        _check_env_name(dep, ref.name, "secret_references")
+        if ref.name in seen:
+            raise _fail(dep, f"secret_references[] sets {ref.name!r}, which is already set")
+        seen.add(ref.name)
+        if not DNS_SUBDOMAIN.match(ref.secret_name) or len(ref.secret_name) > 253:
+            raise _fail(dep, f"secret_references[{ref.name}].secret_name is not a Secret name")
+        if not SECRET_KEY.match(ref.secret_key):
+            raise _fail(dep, f"secret_references[{ref.name}].secret_key is not a valid key")
+    _check_sizes(dep, dep.resource_spec)
+    for field_name in ("service_account_name",):
+        value = getattr(dep.resource_spec, field_name)
+        if value is not None and (not DNS_SUBDOMAIN.match(value) or len(value) > 253):
+            raise _fail(dep, f"resource_spec.{field_name} {value!r} is not a valid name")
+    for secret_name in dep.resource_spec.image_pull_secrets:
+        if not DNS_SUBDOMAIN.match(secret_name):
+            raise _fail(
+                dep, f"resource_spec.image_pull_secrets has an invalid name {secret_name!r}"
+            )
+    for kind, items in (
+        ("init_containers", dep.resource_spec.init_containers),
+        ("sidecars", dep.resource_spec.sidecars),
+        ("volumes", dep.resource_spec.volumes),
+    ):
+        names = [str(i.get("name", "")) for i in items]
+        for n in names:
+            if not LABEL.match(n) and not NAMESPACE.match(n):
+                raise _fail(dep, f"resource_spec.{kind} has an invalid name {n!r}")
+        if len(set(names)) != len(names):
+            raise _fail(dep, f"resource_spec.{kind} has duplicate names")
+    for c in (*dep.resource_spec.init_containers, *dep.resource_spec.sidecars):
+        if not isinstance(c.get("image"), str) or not c.get("image"):
+            raise _fail(dep, f"container {c.get('name')!r} in resource_spec has no image")
+        if c.get("name") in ("api-server", "queue-worker"):
+            raise _fail(dep, f"container name {c.get('name')!r} is reserved for the Agent Server")
+    for key in (*dep.resource_spec.labels, *dep.resource_spec.annotations):
+        if not re.match(
+            r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", key
+        ):
+            raise _fail(dep, f"resource_spec label/annotation key {key!r} is not valid")
+    for value in dep.resource_spec.labels.values():
+        if not isinstance(value, str) or not re.match(
+            r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$", value
+        ):
+            raise _fail(dep, f"resource_spec.labels value {value!r} is not a valid label value")
+
+
+def _check_env_name(dep: Deployment, env: str, where: str) -> None:
+    if not ENV_NAME.match(env):
+        raise _fail(dep, f"{where}[] name {env!r} is not a valid environment variable name")
+    if env in RESERVED_ENV:
+        raise _fail(
+            dep,
+            f"{where}[] sets {env!r}, which the platform sets itself",
+            hint="remove it from the deployment's secrets in LangSmith",
+        )
+
+
+def _check_sizes(dep: Deployment, spec: ResourceSpec) -> None:
+    for attr in (
+        "min_scale",
+        "max_scale",
+        "queue_min_scale",
+        "queue_max_scale",
+    ):
+        v = getattr(spec, attr)
+        if v is not None and not 0 <= v <= MAX_REPLICAS:
+            raise _fail(dep, f"resource_spec.{attr} = {v} is out of range 0..{MAX_REPLICAS}")
+    for lo, hi in (("min_scale", "max_scale"), ("queue_min_scale", "queue_max_scale")):
+        a, b = getattr(spec, lo), getattr(spec, hi)
+        if a is not None and b is not None and b < a:
+            raise _fail(dep, f"resource_spec.{hi} ({b}) is less than {lo} ({a})")
+    for attr in ("cpu", "cpu_limit", "queue_cpu", "queue_cpu_limit", "db_cpu", "db_cpu_limit"):
+        v = getattr(spec, attr)
+        if v is not None and not 0 < v <= MAX_CPU:
+            raise _fail(dep, f"resource_spec.{attr} = {v:g} is out of range (0, {MAX_CPU:g}] cores")
+    for attr in ("redis_cpu", "redis_cpu_limit"):
+        v = getattr(spec, attr)
+        if v is not None and not 0 < v <= MAX_CPU:
+            raise _fail(dep, f"resource_spec.{attr} = {v:g} is out of range (0, {MAX_CPU:g}] cores")
+    for attr in (
+        "memory_mb",
+        "memory_limit_mb",
+        "queue_memory_mb",
+        "queue_memory_limit_mb",
+        "db_memory_mb",
+        "db_memory_limit_mb",
+        "redis_memory_mb",
+        "redis_memory_limit_mb",
+    ):
+        v = getattr(spec, attr)
+        if v is not None and not 0 < v <= MAX_MEMORY_MB:
+            raise _fail(dep, f"resource_spec.{attr} = {v} is out of range (0, {MAX_MEMORY_MB}] MiB")
+    if spec.db_storage_gi is not None and not 0 < spec.db_storage_gi <= MAX_STORAGE_GI:
+        raise _fail(dep, f"resource_spec.db_storage_gi = {spec.db_storage_gi} is out of range")
+    if spec.db_max_connections is not None and not 1 <= spec.db_max_connections <= 100_000:
+        raise _fail(
+            dep, f"resource_spec.db_max_connections = {spec.db_max_connections} is out of range"
+        )
+    for req, lim in (
+        ("cpu", "cpu_limit"),
+        ("memory_mb", "memory_limit_mb"),
+        ("queue_cpu", "queue_cpu_limit"),
+        ("queue_memory_mb", "queue_memory_limit_mb"),
+        ("db_cpu", "db_cpu_limit"),
+        ("db_memory_mb", "db_memory_limit_mb"),
+        ("redis_cpu", "redis_cpu_limit"),
+        ("redis_memory_mb", "redis_memory_limit_mb"),
+    ):
+        a, b = getattr(spec, req), getattr(spec, lim)
+        if a is not None and b is not None and b < a:
+            raise _fail(dep, f"resource_spec.{lim} ({b:g}) is less than {req} ({a:g})")
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def cpu_quantity(cores: float) -> str:
+    milli = round(cores * 1000)
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def memory_quantity(mb: int) -> str:
+    return f"{int(mb)}Mi"
+
+
+def _spec_json(spec: ResourceSpec) -> dict[str, Any]:
+    return {
+        k: thaw(v) if isinstance(v, FrozenDict | tuple) else v
+        for k, v in sorted(vars(spec).items())
+    }
+
+
+class _Renderer:
+    def __init__(
+        self, dep: Deployment, ctx: RenderContext, name: str, password: Redacted | None
+    ) -> None:
+        self.dep = dep
+        self.ctx = ctx
+        self.name = name
+        self.ns = dep.namespace or ""
+        self.spec = dep.resource_spec
+        self.password = password
+        self.d = defaults()
+        user_env = {s.name for s in dep.secrets}
+        # Bring-your-own data stores (self-hosted): the control plane provisions
+        # none when these are set, and neither do we.
+        self.own_postgres = "POSTGRES_URI_CUSTOM" not in user_env
+        self.own_redis = "REDIS_URI_CUSTOM" not in user_env
+        self.postgres_secret = ctx.settings.postgres_secret_name.format(name=name)
+
+    # names
+    @property
+    def queue(self) -> str:
+        return f"{self.name}-queue"
+
+    @property
+    def postgres(self) -> str:
+        return f"{self.name}-postgres"
+
+    @property
+    def redis(self) -> str:
+        return f"{self.name}-redis"
+
+    def render(self) -> Rendered:
+        files: dict[str, list[dict[str, Any]]] = {
+            "agent-server.yaml": [self._agent_server(), self._service("agent-server", self.name)],
+            "queue-worker.yaml": [self._queue_worker()],
+        }
+        if self.own_postgres:
+            files["postgres.yaml"] = [self._postgres(), self._service("postgres", self.postgres)]
+        if self.own_redis:
+            files["redis.yaml"] = [self._redis(), self._service("redis", self.redis)]
+        scaled = self._autoscaling()
+        if scaled:
+            files["autoscaling.yaml"] = scaled
+        route = self._httproute()
+        if route is not None:
+            files["httproute.yaml"] = [route]
+        pdbs = self._pdbs()
+        if pdbs:
+            files["pdb.yaml"] = pdbs
+        secrets = self._secret_plans()
+        resources = sorted([*files, *(p.file for p in secrets)])
+        out = {
+            fname: canonical_yaml.dumps_all(docs).encode() for fname, docs in sorted(files.items())
+        }
+        out["kustomization.yaml"] = canonical_yaml.dump_bytes(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": resources,
+            }
+        )
+        return Rendered(files=out, secrets=tuple(secrets))
+
+    # -- metadata
+    def labels(self, component: str | None = None) -> dict[str, str]:
+        labels = {str(k): str(v) for k, v in self.spec.labels.items()}
+        labels.update(
+            {
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+                "app.kubernetes.io/instance": self.name,
+                "app.kubernetes.io/part-of": "langsmith-agent-server",
+                DEPLOYMENT_ID_LABEL: self.dep.id,
+            }
+        )
+        if component is not None:
+            labels["app.kubernetes.io/name"] = component
+        return labels
+
+    def selector(self, component: str) -> dict[str, str]:
+        return {"app.kubernetes.io/instance": self.name, "app.kubernetes.io/name": component}
+
+    def metadata(
+        self, name: str, component: str | None, wave: str, extra: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        annotations = {str(k): str(v) for k, v in self.spec.annotations.items()}
+        annotations[SYNC_WAVE] = wave
+        annotations.update(extra or {})
+        return {
+            "name": name,
+            "namespace": self.ns,
+            "labels": self.labels(component),
+            "annotations": annotations,
+        }
+
+    def pod_metadata(self, component: str) -> dict[str, Any]:
+        meta: dict[str, Any] = {"labels": {**self.labels(component), **self.selector(component)}}
+        if self.spec.annotations:
+            meta["annotations"] = {str(k): str(v) for k, v in self.spec.annotations.items()}
+        return meta
+
+    # -- sizes
+    def app_sizes(self, queue: bool) -> Sizes:
+        s, d = self.spec, self.d["agentServer"]
+        factor = float(d["limitFactor"])
+        cpu = s.cpu if s.cpu is not None else float(d["cpu"])
+        mem = s.memory_mb if s.memory_mb is not None else int(d["memoryMb"])
+        cpu_limit = s.cpu_limit if s.cpu_limit is not None else cpu * factor
+        mem_limit = s.memory_limit_mb if s.memory_limit_mb is not None else int(mem * factor)
+        lo = s.min_scale if s.min_scale is not None else int(d["replicas"])
+        hi = s.max_scale if s.max_scale is not None else max(lo, int(d["replicas"]))
+        if not queue:
+            return Sizes(lo, hi, cpu, cpu_limit, mem, mem_limit)
+        qcpu = s.queue_cpu if s.queue_cpu is not None else cpu
+        qmem = s.queue_memory_mb if s.queue_memory_mb is not None else mem
+        return Sizes(
+            s.queue_min_scale if s.queue_min_scale is not None else lo,
+            s.queue_max_scale if s.queue_max_scale is not None else max(hi, s.queue_min_scale or 0),
+            qcpu,
+            s.queue_cpu_limit if s.queue_cpu_limit is not None else qcpu * factor,
+            qmem,
+            s.queue_memory_limit_mb if s.queue_memory_limit_mb is not None else int(qmem * factor),
+        )
+
+    @staticmethod
+    def resources(cpu: float, cpu_limit: float, mem: int, mem_limit: int) -> dict[str, Any]:
+        return {
+            "requests": {"cpu": cpu_quantity(cpu), "memory": memory_quantity(mem)},
+            "limits": {"cpu": cpu_quantity(cpu_limit), "memory": memory_quantity(mem_limit)},
+        }
+
+    # -- env
+    def platform_env(self, queue: bool) -> list[dict[str, Any]]:
+        rs = self.ctx.settings
+        user = {s.name for s in self.dep.secrets}
+        env: list[dict[str, Any]] = [{"name": "PORT", "value": "8000"}]
+        if self.own_postgres:
+            for var in ("POSTGRES_URI", "DATABASE_URI"):
+                env.append(
+                    {
+                        "name": var,
+                        "valueFrom": {"secretKeyRef": {"name": self.postgres_secret, "key": var}},
+                    }
+                )
+        if self.own_redis:
+            env.append({"name": "REDIS_URI", "value": f"redis://{self.redis}:6379"})
+        if "LANGSMITH_API_KEY" not in user:
+            env.append(
+                {
+                    "name": "LANGSMITH_API_KEY",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": rs.api_key_secret.name,
+                            "key": rs.api_key_secret.key,
+                        }
+                    },
+                }
+            )
+        env.append(
+            {
+                "name": "LANGGRAPH_CLOUD_LICENSE_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": rs.license_key_secret.name,
+                        "key": rs.license_key_secret.key,
+                        # Hybrid deployments license through LangSmith; only
+                        # self-hosted needs the key, so its absence is not fatal.
+                        "optional": True,
+                    }
+                },
+            }
+        )
+        env.extend(
+            [
+                {"name": "LANGSMITH_DEPLOYMENT_NAME", "value": self.dep.name},
+                {"name": "LANGSMITH_HOST_PROJECT_ID", "value": self.dep.id},
+                {"name": "LANGSMITH_HOST_PROJECT_NAME", "value": self.dep.name},
+                {"name": "LANGSMITH_HOST_REVISION_ID", "value": self.dep.revision_id or ""},
+                # With separate queue workers the API server runs no background
+                # jobs (as the standalone chart does).
+                {"name": "N_JOBS_PER_WORKER", "value": str(rs.n_jobs_per_worker if queue else 0)},
+            ]
+        )
+        for ref in sorted(self.dep.secret_references, key=lambda r: r.name):
+            env.append(
+                {
+                    "name": ref.name,
+                    "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.secret_key}},
+                }
+            )
+        return env
+
+    def pod_extras(self, pod: dict[str, Any], container: dict[str, Any]) -> None:
+        s = self.spec
+        if s.service_account_name:
+            pod["serviceAccountName"] = s.service_account_name
+        else:
+            # The Agent Server does not talk to the Kubernetes API.
+            pod["automountServiceAccountToken"] = False
+        if s.image_pull_secrets:
+            pod["imagePullSecrets"] = [{"name": n} for n in s.image_pull_secrets]
+        if s.volumes:
+            pod["volumes"] = [thaw(v) for v in s.volumes]
+        if s.volume_mounts:
+            container["volumeMounts"] = [thaw(v) for v in s.volume_mounts]
+        if s.init_containers:
+            pod["initContainers"] = [thaw(c) for c in s.init_containers]
+        if s.sidecars:
+            pod["containers"].extend(thaw(c) for c in s.sidecars)
+        if self.dep.secrets:
+            container["envFrom"] = [{"secretRef": {"name": f"{self.name}-env"}}]
+
+    # -- workloads
+    def _app(self, rel: str, component: str, name: str, queue: bool) -> dict[str, Any]:
+        obj = template(rel, "Deployment")
+        sizes = self.app_sizes(queue)
+        obj["metadata"] = self.metadata(
+            name,
+            component,
+            WAVE_APP,
+            {REVISION_ANNOTATION: self.dep.revision_id} if self.dep.revision_id else None,
+        )
+        spec = obj["spec"]
+        if sizes.replicas_max > sizes.replicas_min:
+            # KEDA's HPA owns the replica count; a value here would fight it on every sync.
+            spec.pop("replicas", None)
+        else:
+            spec["replicas"] = sizes.replicas_min
+        spec["selector"] = {"matchLabels": self.selector(component)}
+        tpl = spec["template"]
+        tpl["metadata"] = self.pod_metadata(component)
+        pod = tpl["spec"]
+        container = pod["containers"][0]
+        container["image"] = self.dep.image_uri
+        container["env"] = self.platform_env(queue)
+        container["resources"] = self.resources(
+            sizes.cpu, sizes.cpu_limit, sizes.memory_mb, sizes.memory_limit_mb
+        )
+        self.pod_extras(pod, container)
+        return obj
+
+    def _agent_server(self) -> dict[str, Any]:
+        return self._app("base/agent-server/deployment.yaml", "agent-server", self.name, False)
+
+    def _queue_worker(self) -> dict[str, Any]:
+        return self._app("base/queue-worker/deployment.yaml", "queue-worker", self.queue, True)
+
+    def _service(self, component: str, name: str) -> dict[str, Any]:
+        obj = template(f"base/{component}/service.yaml", "Service")
+        wave = WAVE_APP if component == "agent-server" else WAVE_DATA
+        obj["metadata"] = self.metadata(name, component, wave)
+        obj["spec"]["selector"] = self.selector(component)
+        return obj
+
+    def _postgres(self) -> dict[str, Any]:
+        s, d = self.spec, self.d["postgres"]
+        obj = template("base/postgres/statefulset.yaml", "StatefulSet")
+        obj["metadata"] = self.metadata(self.postgres, "postgres", WAVE_DATA)
+        spec = obj["spec"]
+        spec["serviceName"] = self.postgres
+        spec["selector"] = {"matchLabels": self.selector("postgres")}
+        spec["template"]["metadata"] = self.pod_metadata("postgres")
+        container = spec["template"]["spec"]["containers"][0]
+        max_conn = s.db_max_connections or int(d["maxConnections"])
+        container["args"] = ["postgres", "-c", f"max_connections={max_conn}"]
+        for env in container["env"]:
+            if env["name"] == "POSTGRES_PASSWORD":
+                env["valueFrom"]["secretKeyRef"]["name"] = self.postgres_secret
+        cpu = s.db_cpu if s.db_cpu is not None else float(d["cpu"])
+        mem = s.db_memory_mb if s.db_memory_mb is not None else int(d["memoryMb"])
+        factor = float(d["limitFactor"])
+        container["resources"] = self.resources(
+            cpu,
+            s.db_cpu_limit if s.db_cpu_limit is not None else cpu * factor,
+            mem,
+            s.db_memory_limit_mb if s.db_memory_limit_mb is not None else int(mem * factor),
+        )
+        claim = spec["volumeClaimTemplates"][0]
+        claim["metadata"]["labels"] = self.labels("postgres")
+        storage = s.db_storage_gi or int(d["storageGi"])
+        claim["spec"]["resources"]["requests"]["storage"] = f"{storage}Gi"
+        return obj
+
+    def _redis(self) -> dict[str, Any]:
+        s, d = self.spec, self.d["redis"]
+        obj = template("base/redis/deployment.yaml", "Deployment")
+        obj["metadata"] = self.metadata(self.redis, "redis", WAVE_DATA)
+        spec = obj["spec"]
+        spec["selector"] = {"matchLabels": self.selector("redis")}
+        spec["template"]["metadata"] = self.pod_metadata("redis")
+        cpu = s.redis_cpu if s.redis_cpu is not None else float(d["cpu"])
+        mem = s.redis_memory_mb if s.redis_memory_mb is not None else int(d["memoryMb"])
+        spec["template"]["spec"]["containers"][0]["resources"] = self.resources(
+            cpu,
+            s.redis_cpu_limit
+            if s.redis_cpu_limit is not None
+            else cpu * float(d["cpuLimitFactor"]),
+            mem,
+            s.redis_memory_limit_mb
+            if s.redis_memory_limit_mb is not None
+            else int(mem * float(d["memoryLimitFactor"])),
+        )
+        return obj
+
+    # -- optional components
+    def _scaled_object(
+        self, name: str, target: str, component: str, sizes: Sizes, queue: bool
+    ) -> dict[str, Any]:
+        a = self.d["autoscaling"]
+        obj = template("overlays/components/autoscaling/scaledobject.yaml", "ScaledObject")
+        obj["metadata"] = self.metadata(name, component, WAVE_EDGE)
+        spec = obj["spec"]
+        spec["scaleTargetRef"]["name"] = target
+        spec["minReplicaCount"] = sizes.replicas_min
+        spec["maxReplicaCount"] = sizes.replicas_max
+        spec["pollingInterval"] = int(a["pollingInterval"])
+        spec["cooldownPeriod"] = int(a["cooldownPeriod"])
+        spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+            "stabilizationWindowSeconds"
+        ] = int(a["scaleDownStabilizationSeconds"])
+        triggers: list[dict[str, Any]] = [
+            {
+                "type": "cpu",
+                "metricType": "Utilization",
+                "metadata": {"value": str(a["cpuUtilization"])},
+            }
+        ]
+        if queue:
+            jobs = str(self.ctx.settings.n_jobs_per_worker)
+            triggers.append(
+                {
+                    "type": "postgresql",
+                    "metadata": {
+                        "connectionFromEnv": "POSTGRES_URI"
+                        if self.own_postgres
+                        else "POSTGRES_URI_CUSTOM",
+                        "query": str(a["pendingRunsQuery"]),
+                        "targetQueryValue": jobs,
+                        "activationTargetQueryValue": jobs,
+                    },
+                }
+            )
+        else:
+            triggers.append(
+                {
+                    "type": "memory",
+                    "metricType": "Utilization",
+                    "metadata": {"value": str(a["memoryUtilization"])},
+                }
+            )
+        spec["triggers"] = triggers
+        return obj
+
+    def _autoscaling(self) -> list[dict[str, Any]]:
+        out = []
+        app = self.app_sizes(False)
+        if app.replicas_max > app.replicas_min:
+            out.append(self._scaled_object(self.name, self.name, "agent-server", app, False))
+        queue = self.app_sizes(True)
+        if queue.replicas_max > queue.replicas_min:
+            out.append(self._scaled_object(self.queue, self.queue, "queue-worker", queue, True))
+        return out
+
+    def _httproute(self) -> dict[str, Any] | None:
+        gw = self.ctx.settings.gateway
+        if gw is None:
+            return None
+        obj = template("overlays/components/httproute/httproute.yaml", "HTTPRoute")
+        obj["metadata"] = self.metadata(self.name, "agent-server", WAVE_EDGE)
+        parent: dict[str, Any] = {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": gw.name,
+            "namespace": gw.namespace,
+        }
+        if gw.section_name:
+            parent["sectionName"] = gw.section_name
+        host, path = gw.hostname.replace("{name}", self.name), gw.path_prefix or "/"
+        if self.dep.custom_url:
+            host, path = _split_url(self.dep.custom_url, host, path)
+        spec = obj["spec"]
+        spec["parentRefs"] = [parent]
+        spec["hostnames"] = [host]
+        rule = spec["rules"][0]
+        rule["matches"] = [{"path": {"type": "PathPrefix", "value": path}}]
+        rule["backendRefs"][0]["name"] = self.name
+        return obj
+
+    def _pdbs(self) -> list[dict[str, Any]]:
+        out = []
+        for component, name, sizes in (
+            ("agent-server", self.name, self.app_sizes(False)),
+            ("queue-worker", self.queue, self.app_sizes(True)),
+        ):
+            if sizes.replicas_min > 1:
+                obj = template("overlays/components/pdb/pdb.yaml", "PodDisruptionBudget")
+                obj["metadata"] = self.metadata(name, component, WAVE_EDGE)
+                obj["spec"]["selector"] = {"matchLabels": self.selector(component)}
+                out.append(obj)
+        return out
+
+    # -- secrets
+    def _secret_plans(self) -> list[SecretPlan]:
+        plans = []
+        if self.dep.secrets:
+            plans.append(
+                self._plan(
+                    ENV_FILE,
+                    f"{self.name}-env",
+                    tuple(
+                        (s.name, s.value) for s in sorted(self.dep.secrets, key=lambda s: s.name)
+                    ),
+                )
+            )
+        if self.own_postgres and self.password is not None:
+            pw = self.password.reveal()
+            uri = Redacted(
+                f"postgres://postgres:{pw}@{self.postgres}:5432/postgres?sslmode=disable"
+            )
+            plans.append(
+                self._plan(
+                    POSTGRES_FILE,
+                    self.postgres_secret,
+                    (
+                        ("DATABASE_URI", uri),
+                        ("POSTGRES_PASSWORD", self.password),
+                        ("POSTGRES_URI", uri),
+                    ),
+                )
+            )
+        return plans
+
+    def _plan(self, file: str, name: str, data: tuple[tuple[str, Redacted], ...]) -> SecretPlan:
+        meta = self.metadata(name, "secrets", WAVE_SECRETS)
+        return SecretPlan(
+            file=file,
+            name=name,
+            namespace=self.ns,
+            labels=FrozenDict(meta["labels"]),
+            annotations=FrozenDict(meta["annotations"]),
+            data=data,
+        )
+
+
+def _split_url(url: str, default_host: str, default_path: str) -> tuple[str, str]:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+    except ValueError:
+        return default_host, default_path
+    host = (parts.hostname or default_host).lower()
+    path = parts.path or default_path
+    return host, path
+
+
+def fingerprint_hex(dep: Deployment, ctx: RenderContext) -> str:
+    return hashlib.sha256(input_fingerprint(dep, ctx)).hexdigest()
