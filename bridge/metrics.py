@@ -1,0 +1,160 @@
+"""Prometheus metrics and health state of a running bridge (SPEC §8).
+
+A private registry (not the global default), so tests and several bridges in
+one process never collide. Label values are bounded: targets come from the
+config, actions and outcomes from fixed sets, and per-deployment series are
+capped at MAX_DEPLOYMENT_SERIES (the rest are counted, not labelled).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MAX_DEPLOYMENT_SERIES = 2000
+ERROR_KINDS = ("invalid", "policy", "secrets", "validation", "refused", "other")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cycle_seconds = Histogram(
+            "gitops_bridge_cycle_duration_seconds",
+            "Duration of one reconcile cycle.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.deployments = Gauge(
+            "gitops_bridge_deployments",
+            "Deployments per target by what the last cycle did with them.",
+            ["target", "state"],
+            registry=r,
+        )
+        self.commits = Counter(
+            "gitops_bridge_commits_total", "Commits made, by kind.", ["target", "kind"], registry=r
+        )
+        self.pushes = Counter(
+            "gitops_bridge_pushes_total",
+            "Pushes, by outcome (ok, rejected, error).",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "gitops_bridge_control_plane_requests_total",
+            "Control-plane HTTP requests by status code (or 'error' for no response).",
+            ["status"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "gitops_bridge_last_successful_cycle_timestamp_seconds",
+            "Unix time the last cycle finished with every target reconciled.",
+            registry=r,
+        )
+        self.deployment_failing = Gauge(
+            "gitops_bridge_deployment_failing",
+            "1 when the deployment's last cycle failed, by error kind.",
+            ["target", "deployment", "kind"],
+            registry=r,
+        )
+        self.failing_unlabelled = Gauge(
+            "gitops_bridge_deployments_failing_unlabelled",
+            f"Failing deployments beyond the first {MAX_DEPLOYMENT_SERIES} series.",
+            registry=r,
+        )
+        self._lock = threading.Lock()
+        self._failing: set[tuple[str, str, str]] = set()
+        self._state_keys: set[tuple[str, str]] = set()
+
+    # -- hooks used by the reconciler wiring (running.make_reconciler)
+    def control_plane_request(self, status: str) -> None:
+        self.requests.labels(status=status).inc()
+
+    def commit(self, target: str, kind: str) -> None:
+        self.commits.labels(target=target, kind=kind).inc()
+
+    def push(self, target: str, outcome: str) -> None:
+        self.pushes.labels(target=target, outcome=outcome).inc()
+
+    def observe_cycle(self, seconds: float) -> None:
+        self.cycle_seconds.observe(seconds)
+
+    def record_report(self, report: Any) -> None:
+        """Per-target deployment counts and per-deployment failures from a CycleReport."""
+        with self._lock:
+            counts: dict[tuple[str, str], int] = {}
+            failing: set[tuple[str, str, str]] = set()
+            for o in report.outcomes:
+                counts[(o.target, o.action)] = counts.get((o.target, o.action), 0) + 1
+                if o.action in ("failed", "refused"):
+                    failing.add((o.target, f"{o.namespace}/{o.name}", _kind(o)))
+            for key in self._state_keys - set(counts):
+                self.deployments.labels(target=key[0], state=key[1]).set(0)
+            for (target, state), n in counts.items():
+                self.deployments.labels(target=target, state=state).set(n)
+            self._state_keys |= set(counts)
+            for gone in self._failing - failing:
+                self.deployment_failing.remove(*gone)
+            labelled = sorted(failing)[:MAX_DEPLOYMENT_SERIES]
+            for series in labelled:
+                self.deployment_failing.labels(*series).set(1)
+            self._failing = set(labelled)
+            self.failing_unlabelled.set(len(failing) - len(labelled))
+            if not any(t.error for t in report.targets):
+                import time
+
+                self.last_success.set(time.time())
+
+
+def _kind(outcome: Any) -> str:
+    text = (outcome.error or "").lower()
+    if outcome.action == "refused":
+        return "refused"
+    for kind, needle in (
+        ("policy", "breaks policy"),
+        ("validation", "do not validate"),
+        ("secrets", "secret"),
+        ("invalid", ""),
+    ):
+        if needle in text:
+            return kind
+    return "other"
+
+
+class Health:
+    """Liveness is the process answering; readiness is a recent successful cycle."""
+
+    def __init__(self, poll_interval: float, clock: Any = None) -> None:
+        import time
+
+        self.poll_interval = poll_interval
+        self.clock = clock or time.time
+        self.started = self.clock()
+        self.last_success: float | None = None
+        self.last_failure: tuple[float, str] | None = None
+        self._lock = threading.Lock()
+
+    def cycle_succeeded(self, when: float) -> None:
+        with self._lock:
+            self.last_success = when
+
+    def cycle_failed(self, when: float, reason: str) -> None:
+        with self._lock:
+            self.last_failure = (when, reason)
+
+    def ready(self) -> tuple[bool, str]:
+        with self._lock:
+            now = self.clock()
+            window = 3 * self.poll_interval
+            if self.last_success is not None and now - self.last_success <= window:
+                return True, f"last successful cycle {now - self.last_success:.0f}s ago"
+            why = (
+                f"no successful cycle in the last {window:.0f}s"
+                if self.last_success is not None
+                else "no successful cycle yet"
+            )
+            if self.last_failure is not None:
+                why += f"; last failure: {self.last_failure[1]}"
+            return False, why
