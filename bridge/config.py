@@ -367,6 +367,7 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     require_api_key: bool = True,
+    require_bridge_key: bool = True,
 ) -> Settings:
     """Settings from a YAML file (optional) and the environment; ConfigError on anything wrong."""
     env = os.environ if env is None else env
@@ -400,7 +401,11 @@ def load_settings(
     _merge_env(raw, env, SCHEMA)
     if "BRIDGE_TARGETS" in env:
         raw["targets"] = _parse_env_value(env["BRIDGE_TARGETS"])
-    return _build(_Reader(raw, source, env), require_api_key=require_api_key)
+    return _build(
+        _Reader(raw, source, env),
+        require_api_key=require_api_key,
+        require_bridge_key=require_bridge_key,
+    )
 
 
 def _value(reader: _Reader, path: str) -> Any:
@@ -428,7 +433,7 @@ def _env_secret(reader: _Reader, key_path: str, env_var: str, *, required: bool)
     return Redacted(value)
 
 
-def _build(reader: _Reader, *, require_api_key: bool) -> Settings:
+def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) -> Settings:
     def v(path: str) -> Any:
         return _value(reader, path)
 
@@ -532,7 +537,7 @@ def _build(reader: _Reader, *, require_api_key: bool) -> Settings:
         )
     key_env = v("secrets.bridgeKeyEnv")
     bridge_key = _env_secret(reader, "secrets.bridgeKeyEnv", key_env, required=False)
-    if provider != "none" and bridge_key is None:
+    if provider != "none" and bridge_key is None and require_bridge_key:
         raise ConfigError(
             f"{reader.source}: secrets provider {provider} needs the bridge key, but the "
             f"environment variable {key_env} (named by `secrets.bridgeKeyEnv`) is not set",
