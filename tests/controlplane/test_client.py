@@ -1,0 +1,421 @@
+"""Client unit tests: paging, filtering, retries and error translation.
+
+The HTTP side is an `httpx.MockTransport` (the transport is injected, as in
+production); the integration tests in test_server.py / test_faults.py run the
+same client against the real local control plane on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.controlplane.client import ControlPlaneClient, Listing
+from bridge.errors import (
+    AuthRefused,
+    ControlPlaneError,
+    ControlPlaneUnavailable,
+    ListenerNotFound,
+)
+from tests.controlplane.conftest import make_settings
+
+LISTENER = "7d1c55a6-0a5c-4c1c-9a43-1d7e3f2c9b10"
+OTHER_LISTENER = "1b2b3c4d-0000-4000-8000-000000000001"
+API_KEY = "lsv2_pt_0123456789abcdef_verysecret"
+BASE = "https://ls.example.com/api-host"
+
+
+def listener_doc(listener_id: str = LISTENER) -> dict[str, Any]:
+    return {
+        "id": listener_id,
+        "compute_type": "k8s",
+        "compute_id": "prod-cluster",
+        "compute_config": {"k8s_namespaces": ["agents", "staging"]},
+        "version": None,
+        "created_at": "2025-11-01T00:00:00+00:00",
+        "updated_at": "2025-11-01T00:00:00+00:00",
+    }
+
+
+def record(
+    name: str, listener_id: str = LISTENER, source: str = "external_docker", **extra: Any
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "source": source,
+        "source_config": {
+            "listener_id": listener_id,
+            "listener_config": {"k8s_namespace": "agents"},
+            "resource_spec": None,
+            "custom_url": None,
+        },
+        "source_revision_config": {"image_uri": f"registry.example.com/{name}:1"},
+        "secrets": [],
+        "status": "READY",
+        "latest_revision_id": str(uuid.uuid4()),
+        "active_revision_id": None,
+        "created_at": "2025-11-01T00:00:00+00:00",
+        "updated_at": "2025-11-01T00:00:00+00:00",
+    }
+    doc.update(extra)
+    return doc
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Plane:
+    """A scripted control plane: the listener, the records, and hooks per request."""
+
+    def __init__(self, records: list[dict[str, Any]], listener: Any = None) -> None:
+        self.records = records
+        self.listener = listener if listener is not None else listener_doc()
+        self.requests: list[httpx.Request] = []
+        self.page_hook: Callable[[int, int], httpx.Response | None] | None = None
+        self.page_requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path.removeprefix("/api-host")
+        if path == f"/v2/listeners/{LISTENER}":
+            return httpx.Response(200, json=self.listener)
+        if path == "/v2/deployments":
+            offset = int(request.url.params.get("offset", "0"))
+            limit = int(request.url.params.get("limit", "20"))
+            self.page_requests += 1
+            if self.page_hook is not None:
+                response = self.page_hook(self.page_requests, offset)
+                if response is not None:
+                    return response
+            page = self.records[offset : offset + limit]
+            return httpx.Response(200, json={"resources": page, "offset": offset + len(page)})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+
+def client(
+    handler: Handler,
+    *,
+    sleeps: list[float] | None = None,
+    labels: list[str] | None = None,
+    **settings: Any,
+) -> ControlPlaneClient:
+    recorded = sleeps if sleeps is not None else []
+    return ControlPlaneClient.from_settings(
+        make_settings(BASE, API_KEY, LISTENER, **settings),
+        transport=httpx.MockTransport(handler),
+        on_response=labels.append if labels is not None else None,
+        sleep=recorded.append,
+    )
+
+
+def listing(handler: Handler, **kwargs: Any) -> Listing:
+    with client(handler, **kwargs) as c:
+        return c.list_listener_deployments()
+
+
+def test_pages_until_a_short_page_and_keeps_only_this_listeners_external_docker() -> None:
+    ours = [record(f"ours-{i}") for i in range(230)]
+    foreign = [record(f"theirs-{i}", listener_id=OTHER_LISTENER) for i in range(10)]
+    github = [record("gh", source="github", source_config={"repo_url": "https://x"})]
+    ours_but_github = [record("odd", source="github")]
+    no_config = [record("bare", source_config=None)]
+    records = ours[:100] + foreign + github + ours[100:] + ours_but_github + no_config
+    plane = Plane(records)  # 243 records: pages of 100, 100, 43
+
+    result = listing(plane, tenant_id="11111111-2222-3333-4444-555555555555")
+
+    assert [d.name for d in result.deployments] == [d["name"] for d in ours]
+    assert result.invalid == ()
+    assert result.listener.compute_id == "prod-cluster"
+    assert result.listener.namespaces == ("agents", "staging")
+    paths = [str(r.url) for r in plane.requests]
+    assert paths == [
+        f"{BASE}/v2/listeners/{LISTENER}",
+        f"{BASE}/v2/deployments?limit=100&offset=0",
+        f"{BASE}/v2/deployments?limit=100&offset=100",
+        f"{BASE}/v2/deployments?limit=100&offset=200",
+    ]
+    for request in plane.requests:
+        assert request.headers["x-api-key"] == API_KEY
+        assert request.headers["x-tenant-id"] == "11111111-2222-3333-4444-555555555555"
+    first = result.deployments[0]
+    assert (first.namespace, first.image_uri, first.listener_id) == (
+        "agents",
+        "registry.example.com/ours-0:1",
+        LISTENER,
+    )
+
+
+def test_exactly_full_last_page_needs_one_more_empty_page() -> None:
+    plane = Plane([record(f"d{i}") for i in range(200)])
+    result = listing(plane)
+    assert len(result.deployments) == 200
+    assert plane.page_requests == 3
+
+
+def test_no_tenant_header_without_tenant_id() -> None:
+    plane = Plane([])
+    listing(plane)
+    assert all("x-tenant-id" not in r.headers for r in plane.requests)
+
+
+def test_invalid_records_are_reported_by_id_and_the_others_kept() -> None:
+    good = [record("good-1"), record("good-2")]
+    bad_name = record("x")
+    bad_name["name"] = 42
+    bad_secret = record("bad-secret", secrets=[{"name": "TOKEN"}])
+    bad_config = record("bad-config", source_config="not an object")
+    plane = Plane([good[0], bad_name, bad_secret, bad_config, good[1]])
+
+    result = listing(plane)
+
+    assert [d.name for d in result.deployments] == ["good-1", "good-2"]
+    by_id = {e.deployment_id: e for e in result.invalid}
+    assert set(by_id) == {bad_name["id"], bad_secret["id"], bad_config["id"]}
+    assert "name" in str(by_id[bad_name["id"]])
+    assert by_id[bad_secret["id"]].deployment_name == "bad-secret"
+    assert "secrets[0].value" in str(by_id[bad_secret["id"]])
+    assert "cannot be told" in str(by_id[bad_config["id"]])
+
+
+def test_a_record_without_an_id_fails_the_whole_listing() -> None:
+    nameless = record("no-id")
+    del nameless["id"]
+    plane = Plane([record("fine"), nameless])
+    with pytest.raises(ControlPlaneError, match=r"/v2/deployments.*no string `id`"):
+        listing(plane)
+
+
+def test_500_then_200_is_retried_after_a_backoff() -> None:
+    plane = Plane([record("a")])
+    plane.page_hook = lambda n, _offset: httpx.Response(500, text="boom") if n == 1 else None
+    sleeps: list[float] = []
+    labels: list[str] = []
+
+    result = listing(plane, sleeps=sleeps, labels=labels)
+
+    assert [d.name for d in result.deployments] == ["a"]
+    assert labels == ["200", "500", "200"]
+    assert len(sleeps) == 1 and 0.5 <= sleeps[0] <= 0.625
+
+
+def test_429_honours_retry_after_and_caps_it_at_60_seconds() -> None:
+    for header, expected in (("7", 7.0), ("3600", 60.0)):
+        plane = Plane([record("a")])
+        plane.page_hook = lambda n, _o, h=header: (
+            httpx.Response(429, headers={"Retry-After": h}, json={"detail": "slow down"})
+            if n == 1
+            else None
+        )
+        sleeps: list[float] = []
+        assert len(listing(plane, sleeps=sleeps).deployments) == 1
+        assert sleeps == [expected]
+
+
+def test_persistent_5xx_is_one_unavailable_error_naming_the_request() -> None:
+    plane = Plane([record("a")])
+    plane.page_hook = lambda _n, _o: httpx.Response(503, text="<h1>down</h1>")
+    sleeps: list[float] = []
+    labels: list[str] = []
+
+    with pytest.raises(ControlPlaneUnavailable) as info:
+        listing(plane, sleeps=sleeps, labels=labels)
+
+    text = str(info.value)
+    assert f"GET {BASE}/v2/deployments?limit=100&offset=0 failed after 3 attempt(s)" in text
+    assert "HTTP 503" in text and "next poll" in text
+    assert info.value.retry_after is None
+    assert info.value.temporary and info.value.exit_code == 3
+    assert labels == ["200", "503", "503", "503"]
+    # Bounded exponential backoff with jitter: ~0.5 s, then ~1 s; no sleep after the last.
+    assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 0.625 and 1.0 <= sleeps[1] <= 1.25
+
+
+def test_persistent_429_reports_retry_after() -> None:
+    plane = Plane([])
+    plane.page_hook = lambda _n, _o: httpx.Response(429, headers={"Retry-After": "2"})
+    with pytest.raises(ControlPlaneUnavailable) as info:
+        listing(plane)
+    assert info.value.retry_after == 2.0
+    assert "HTTP 429" in str(info.value)
+
+
+def test_connection_errors_and_timeouts_are_retried_then_unavailable() -> None:
+    for exc in (httpx.ConnectError("refused"), httpx.ReadTimeout("timed out")):
+        labels: list[str] = []
+
+        def fail(request: httpx.Request, exc: Exception = exc) -> httpx.Response:
+            raise exc
+
+        with pytest.raises(ControlPlaneUnavailable) as info:
+            listing(fail, labels=labels)
+        assert labels == ["error"] * 3
+        assert f"GET {BASE}/v2/listeners/{LISTENER}" in str(info.value)
+
+
+def test_401_is_auth_refused_naming_the_env_var_never_the_key() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        # A hostile or careless server that echoes the key back.
+        key = request.headers["x-api-key"]
+        return httpx.Response(401, json={"detail": f"Invalid API key {key}"})
+
+    labels: list[str] = []
+    with pytest.raises(AuthRefused) as info:
+        listing(refuse, labels=labels)
+
+    exc = info.value
+    assert labels == ["401"]  # not retried
+    assert "LANGSMITH_API_KEY" in str(exc) and "HTTP 401" in str(exc)
+    for text in (str(exc), repr(exc), exc.message, exc.hint or "", repr(exc.args)):
+        assert API_KEY not in text
+    assert exc.exit_code == 3 and not exc.temporary
+
+
+def test_403_workspace_specification_points_at_x_tenant_id() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            403, json={"detail": "This API key is org-scoped and requires workspace specification"}
+        )
+
+    with pytest.raises(AuthRefused) as info:
+        listing(refuse)
+    assert "X-Tenant-Id" in str(info.value) and "controlPlane.tenantId" in str(info.value)
+
+
+def test_listener_404_is_listener_not_found() -> None:
+    def missing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": f"Listener ID {LISTENER} not found."})
+
+    with pytest.raises(ListenerNotFound) as info:
+        listing(missing)
+    assert LISTENER in str(info.value) and "controlPlane.listenerId" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b"<html>502 Bad Gateway</html>", "text/html", "not JSON"),
+        (b'{"resources": [{"id": "a", "na', "application/json", "truncated"),
+        (b"", "application/json", "empty body"),
+    ],
+)
+def test_unreadable_pages_get_the_5xx_budget_then_fail(
+    body: bytes, content_type: str, expected: str
+) -> None:
+    plane = Plane([record("a")])
+    plane.page_hook = lambda _n, _o: httpx.Response(
+        200, content=body, headers={"content-type": content_type}
+    )
+    labels: list[str] = []
+    with pytest.raises(ControlPlaneUnavailable) as info:
+        listing(plane, labels=labels)
+    assert expected in str(info.value)
+    assert "/v2/deployments?limit=100&offset=0" in str(info.value)
+    assert labels.count("200") == 4  # the listener, then 3 attempts at the page
+
+
+def test_a_listener_of_the_wrong_shape_is_an_error_naming_the_path() -> None:
+    plane = Plane([], listener=["not", "a", "listener"])
+    with pytest.raises(ControlPlaneError, match=rf"/v2/listeners/{LISTENER}.*not a listener"):
+        listing(plane)
+
+
+def test_a_duplicate_across_pages_relists_once_then_succeeds() -> None:
+    records = [record(f"d{i}") for i in range(150)]
+    plane = Plane(records)
+    # First pass: page 2 starts one record early, as if one was inserted at the front.
+    plane.page_hook = lambda n, offset: (
+        httpx.Response(200, json={"resources": records[99:199], "offset": 199}) if n == 2 else None
+    )
+    result = listing(plane)
+    assert [d.name for d in result.deployments] == [r["name"] for r in records]
+    offsets = [r.url.params.get("offset") for r in plane.requests[1:]]
+    assert offsets == ["0", "100", "0", "100"]
+
+
+def test_a_duplicate_on_the_relist_too_is_an_error() -> None:
+    records = [record(f"d{i}") for i in range(150)]
+    plane = Plane(records)
+    plane.page_hook = lambda _n, offset: (
+        httpx.Response(200, json={"resources": records[99:], "offset": 150}) if offset else None
+    )
+    with pytest.raises(ControlPlaneError, match="changed while paging, twice") as info:
+        listing(plane)
+    assert "d99" in str(info.value) and records[99]["id"] in str(info.value)
+    assert plane.page_requests == 4
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {"resources": {"not": "a list"}, "offset": 100},
+        {"resources": [], "offset": "100"},
+        {"items": []},
+        ["resources"],
+        {"resources": [], "offset": 0},  # an empty page that goes back to the start
+    ],
+)
+def test_a_malformed_envelope_relists_once(page: Any) -> None:
+    records = [record(f"d{i}") for i in range(120)]
+    plane = Plane(records)
+    plane.page_hook = lambda n, _offset: httpx.Response(200, json=page) if n == 2 else None
+    result = listing(plane)
+    assert len(result.deployments) == 120
+    assert plane.page_requests == 4
+
+
+def test_admin_helpers_raise_with_the_servers_detail() -> None:
+    def reject(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(400, json={"detail": "Namespace 'nope' is not allowed."})
+        return httpx.Response(
+            422,
+            json={
+                "detail": [
+                    {"type": "uuid_parsing", "loc": ["path", "deployment_id"], "msg": "bad uuid"}
+                ]
+            },
+        )
+
+    with client(reject) as c:
+        with pytest.raises(ControlPlaneError, match=r"HTTP 400: Namespace 'nope' is not allowed\."):
+            c.create_deployment({"name": "x"})
+        with pytest.raises(ControlPlaneError, match=r"HTTP 422: path\.deployment_id: bad uuid"):
+            c.get_deployment("nope")
+
+
+def test_a_post_that_may_have_reached_the_server_is_not_repeated() -> None:
+    calls: list[str] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(500, text="oops")
+
+    with client(flaky) as c, pytest.raises(ControlPlaneUnavailable):
+        c.create_listener("cluster", ["agents"])
+    assert calls == ["POST"]
+
+
+def test_post_is_retried_when_it_never_left() -> None:
+    calls: list[str] = []
+
+    def refuse_then_accept(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) == 1:
+            raise httpx.ConnectError("refused")
+        return httpx.Response(201, json=json.loads(request.content) | {"id": "L1"})
+
+    with client(refuse_then_accept) as c:
+        assert c.create_listener("cluster", ["agents"])["id"] == "L1"
+    assert calls == ["POST", "POST"]
+
+
+def test_client_repr_and_errors_carry_no_key() -> None:
+    with client(Plane([])) as c:
+        assert API_KEY not in repr(c)
