@@ -18,7 +18,7 @@ import click
 
 from bridge import __version__, logs
 from bridge.config import Settings, load_settings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, ConfigError
 
 log = logging.getLogger("bridge.cli")
 
@@ -39,8 +39,12 @@ class ExitCode(Exception):
         self.code = code
 
 
-def load(config_file: Path | None, *, require_api_key: bool = True) -> Settings:
-    settings = load_settings(config_file, require_api_key=require_api_key)
+def load(
+    config_file: Path | None, *, require_api_key: bool = True, require_bridge_key: bool = True
+) -> Settings:
+    settings = load_settings(
+        config_file, require_api_key=require_api_key, require_bridge_key=require_bridge_key
+    )
     logs.register_secret(settings.control_plane.api_key)
     logs.register_secret(settings.secrets.bridge_key)
     for target in settings.targets:
@@ -136,6 +140,126 @@ def deployments(config_file: Path | None, output: str) -> None:
         raise ExitCode(1)
 
 
+@cli.command()
+@click.option(
+    "--deployment",
+    "deployment_file",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="A control-plane Deployment object as JSON (- for stdin).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write <cluster>/<namespace>/<name>/.",
+)
+@click.option(
+    "--cluster",
+    default=None,
+    help="Cluster folder name (default: the config target's, else 'local').",
+)
+@CONFIG_OPTION
+def render(
+    deployment_file: Path, out_dir: Path, cluster: str | None, config_file: Path | None
+) -> None:
+    """Render one deployment offline: no control plane, no git.
+
+    Secrets are encrypted with the configured provider (--config); without one,
+    a deployment with secrets is refused, as the bridge itself would.
+    """
+    from bridge.offline import render_offline
+
+    settings = (
+        load(config_file, require_api_key=False, require_bridge_key=False)
+        if (config_file is not None)
+        else None
+    )
+    if deployment_file == Path("-"):
+        text = sys.stdin.read()
+    else:
+        try:
+            text = deployment_file.read_text()
+        except OSError as e:
+            raise ConfigError(f"--deployment {deployment_file}: {e.strerror}") from None
+    folder = render_offline(text, out_dir, settings=settings, cluster=cluster)
+    click.echo(f"wrote {folder}")
+    click.echo(f"build it: kubectl kustomize {folder}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--kubernetes-version", default=None, help="Schema version (default: 1.33).")
+def validate(directory: Path, kubernetes_version: str | None) -> None:
+    """kustomize build + schema validation of every root in a rendered tree."""
+    from bridge.rendering.validation import build_roots, find_roots, validate_objects
+    from bridge.schemas import DEFAULT_KUBERNETES_VERSION, default_schema_dir
+
+    roots = find_roots(directory)
+    if not roots:
+        raise ConfigError(f"{directory} holds no kustomization.yaml")
+    schema_dir = default_schema_dir()
+    if schema_dir is None:
+        click.echo(
+            "note: no schema folder for custom resources (set K8S_SCHEMA_DIR); "
+            "KEDA/Gateway/SealedSecret objects are reported as unchecked",
+            err=True,
+        )
+    failed = 0
+    for root, built in sorted(build_roots(directory, roots).items()):
+        if isinstance(built, str):
+            failed += 1
+            click.echo(f"FAIL {root}: kustomize build failed: {built}")
+            continue
+        errors, unchecked = validate_objects(
+            built,
+            kubernetes_version=kubernetes_version or DEFAULT_KUBERNETES_VERSION,
+            schema_dir=schema_dir,
+        )
+        if errors:
+            failed += 1
+            click.echo(f"FAIL {root}")
+            for e in errors:
+                click.echo(f"  {e}")
+        else:
+            click.echo(f"ok   {root} ({len(built)} objects)")
+        for u in unchecked:
+            click.echo(f"  unchecked: {u}")
+    click.echo(f"{len(roots) - failed} of {len(roots)} roots valid")
+    if failed:
+        raise ExitCode(1)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--namespace", default=None, help="Only the target of this namespace.")
+@click.option(
+    "--allowed-signers",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="SSH allowed_signers file to verify commit signatures (git's format).",
+)
+@click.option(
+    "--output", type=click.Choice(["json", "markdown"]), default="markdown", show_default=True
+)
+def audit(
+    config_file: Path | None, namespace: str | None, allowed_signers: Path | None, output: str
+) -> None:
+    """From git history alone: each deployment's revisions with the commit, time, author and
+    signature that carried them; commits by others on owned folders; unsigned or
+    unknown-signer commits; trailers that do not match their diff. Exit 1 on findings."""
+    from bridge.auditing import run_audit
+
+    settings = load(config_file, require_api_key=False, require_bridge_key=False)
+    if namespace is not None and settings.target_for(namespace) is None:
+        raise ConfigError(f"--namespace {namespace!r} has no target in {settings.source}")
+    report = run_audit(settings, namespace=namespace, allowed_signers=allowed_signers)
+    click.echo(report.to_json() if output == "json" else report.to_markdown(), nl=False)
+    if report.findings:
+        raise ExitCode(1)
+
+
 @cli.group("control-plane")
 def control_plane() -> None:
     """The local control plane (the documented /v2 subset, SQLite-backed)."""
@@ -162,6 +286,204 @@ def control_plane_serve(host: str, port: int, db: Path, api_key: str | None) -> 
     from bridge.controlplane.server import serve
 
     serve(host=host, port=port, db=db, api_key=api_key)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--once", is_flag=True, help="One reconcile cycle, then exit with its result.")
+@click.option(
+    "--listen",
+    default=None,
+    envvar="BRIDGE_LISTEN",
+    help="Serve /healthz, /readyz and /metrics on ADDR (e.g. 127.0.0.1:9090 or :9090); "
+    "also $BRIDGE_LISTEN.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    envvar="BRIDGE_SHARD",
+    help="I/N: reconcile only the targets replica I of N owns (also $BRIDGE_SHARD).",
+)
+@click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Allow a cycle to delete more than half of a target's deployments.",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    config_file: Path | None,
+    once: bool,
+    listen: str | None,
+    shard: str | None,
+    allow_mass_delete: bool,
+) -> None:
+    """Poll the control plane and commit what changed (the listener loop)."""
+    from bridge.running import parse_shard, run_loop
+
+    settings = load(config_file)
+    code = run_loop(
+        settings,
+        once=once,
+        listen=listen,
+        shard=parse_shard(shard),
+        allow_mass_delete=allow_mass_delete,
+        quiet=bool(ctx.obj.get("quiet")),
+    )
+    if code:
+        raise ExitCode(code)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--color/--no-color", default=None, help="Colour the diff (default: on a TTY).")
+@click.option("--allow-mass-delete", is_flag=True, help="Show deletions the guard would refuse.")
+def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) -> None:
+    """One cycle that writes nothing: the per-deployment, per-resource diff it would commit."""
+    from bridge.running import make_reconciler
+
+    settings = load(config_file)
+    reconciler, close = make_reconciler(settings, dry_run=True, allow_mass_delete=allow_mass_delete)
+    try:
+        report = reconciler.run_cycle()
+    finally:
+        close()
+    use_color = sys.stdout.isatty() if color is None else color
+    for o in sorted(report.outcomes, key=lambda o: (o.namespace, o.name)):
+        if o.action == "unchanged":
+            continue
+        header = f"== {o.namespace}/{o.name} ({o.deployment_id}): {o.action}"
+        if o.error:
+            header += f"\n   error: {o.error}"
+        click.echo(click.style(header, bold=True) if use_color else header)
+        for line in o.diff.splitlines():
+            if use_color and line.startswith("+") and not line.startswith("+++"):
+                line = click.style(line, fg="green")
+            elif use_color and line.startswith("-") and not line.startswith("---"):
+                line = click.style(line, fg="red")
+            click.echo(line)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    changed = sum(1 for o in report.outcomes if o.action == "would-change")
+    click.echo(f"{changed} deployment(s) would change", err=True)
+    code = report.exit_code()
+    if code:
+        raise ExitCode(code)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status(config_file: Path | None, output: str) -> None:
+    """Per deployment: revision wanted, commit that carries it, pushed or not, last error."""
+    from bridge.statusing import collect_status, format_status_table
+
+    settings = load(config_file)
+    rows = collect_status(settings)
+    if output == "json":
+        click.echo(json.dumps({"deployments": rows}, indent=2, sort_keys=True))
+    else:
+        click.echo(format_status_table(rows))
+    if any(r.get("lastError") for r in rows):
+        raise ExitCode(1)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--dry-run", is_flag=True, help="Show what would be re-encrypted; write nothing.")
+def rekey(config_file: Path | None, dry_run: bool) -> None:
+    """Re-encrypt every secret of every deployment for the current recipients or certificate."""
+    from bridge.running import make_reconciler, summarize
+
+    settings = load(config_file)
+    if settings.secrets.provider == "none":
+        raise ConfigError("rekey needs secrets.provider sops or sealed-secrets; it is none")
+    reconciler, close = make_reconciler(settings, dry_run=dry_run, force_reseal=True)
+    try:
+        report = reconciler.run_cycle()
+    finally:
+        close()
+    for o in sorted(report.outcomes, key=lambda o: (o.namespace, o.name)):
+        if o.action != "unchanged":
+            click.echo(f"{o.namespace}/{o.name} ({o.deployment_id}): {o.action}")
+            if dry_run and o.diff:
+                click.echo(o.diff.rstrip("\n"))
+    click.echo(summarize(report), err=True)
+    code = report.exit_code()
+    if code:
+        raise ExitCode(code)
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Where the demo keeps its control plane, remotes, keys and clones.",
+)
+def demo(directory: Path) -> None:
+    """Everything on this machine, no configuration: control plane, git remotes, two cycles."""
+    from bridge.demo import run_demo
+
+    code = run_demo(directory)
+    if code:
+        raise ExitCode(code)
+
+
+@cli.command()
+@click.option(
+    "--for",
+    "flavour",
+    type=click.Choice(["argocd", "flux"]),
+    required=True,
+    help="The GitOps controller that consumes the target repos.",
+)
+@CONFIG_OPTION
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write one file per object into DIR (nothing outside it) instead of printing a stream.",
+)
+@click.option(
+    "--cluster",
+    default=None,
+    help="Cluster name for targets without targets[].cluster (the listener's compute_id).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["applicationset", "namespace"]),
+    default=None,
+    help="Argo CD only: one Application per deployment (applicationset, default) "
+    "or one per namespace.",
+)
+def bootstrap(
+    flavour: str,
+    config_file: Path | None,
+    out_dir: Path | None,
+    cluster: str | None,
+    layout: str | None,
+) -> None:
+    """The Argo CD or Flux manifests that consume the configured targets (offline)."""
+    from bridge.bootstrapping import bootstrap_manifests, manifest_stream, write_manifests
+
+    if flavour == "flux" and layout is not None:
+        raise click.UsageError("--layout applies to --for argocd only")
+    settings = load(config_file, require_api_key=False, require_bridge_key=False)
+    manifests = bootstrap_manifests(
+        settings,
+        "argocd" if flavour == "argocd" else "flux",
+        cluster,
+        layout="namespace" if layout == "namespace" else "applicationset",
+    )
+    if out_dir is None:
+        click.echo(manifest_stream(manifests), nl=False)
+        return
+    for path in write_manifests(manifests, out_dir):
+        click.echo(f"wrote {path}", err=True)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -36,7 +36,7 @@ Every bridge commit has the subject `deploy(<namespace>/<name>): <image> [revisi
 `Deployment-Name`, `Revision-Id`, `Listener-Id`, `Cluster`, `Namespace` and
 `Bridge-Version`. To answer "who deployed what, when, from which revision":
 
-    git log --format='%h %ad %an%n  %s%n%(trailers:indent=4)' -- {ns_dir}
+    git log --format='%h %ad %an%n  %s%n%(trailers)' -- {ns_dir}
     gitops-bridge audit --config bridge.yaml --namespace {target.namespace}
 
 Preview one deployment: `kubectl kustomize {ns_dir}/<name>`.

@@ -4,3 +4,7 @@ Everything else hands it finished file maps and commit messages. Credentials
 live only in the environment of git processes it starts, never in
 `.git/config`, never in a log line.
 """
+
+from bridge.publishing.repo import TargetRepo, check_repo_path, clone_dir_name
+
+__all__ = ["TargetRepo", "check_repo_path", "clone_dir_name"]

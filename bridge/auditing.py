@@ -1,0 +1,431 @@
+"""`gitops-bridge audit`: who deployed what, where, when, from which revision,
+signed by whom — from git history alone (no control plane needed).
+
+For each target the auditor fetches the branch (through the same clone the
+bridge uses) and walks every commit that touched the namespace folder:
+
+- a **bridge commit** (subject and all seven trailers) is checked against its
+  own diff: it may touch only the folder of the deployment its trailers name
+  (plus the namespace kustomization and the README), its `Namespace` must be the
+  target's, and the state file it wrote must carry the same `Deployment-Id`;
+- any other commit that touches an owned folder is **drift** (a human or
+  another tool edited what the bridge owns);
+- signatures: with `--allowed-signers` (SSH) or an OpenPGP `git.signing` key,
+  every bridge commit must carry a good signature *by the expected signer* —
+  git accepts a trusted key under any name, so the principal (SSH) or key
+  fingerprint (OpenPGP) is compared with the bridge's identity here.
+
+The JSON output is stable (schema 1, documented in the README); the Markdown
+output is for a change ticket. Findings make the exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from bridge.commits import parse
+from bridge.config import Settings, Target
+from bridge.publishing.history import CommitRecord, list_files, read_file, read_history
+from bridge.state import STATE_FILE, DeploymentState
+
+AUDIT_SCHEMA = 1
+GOOD = {"G"}  # git's %G?: good signature from a valid key
+GOOD_UNKNOWN_TRUST = {"U"}  # good signature, key of unknown trust (OpenPGP)
+
+
+@dataclass
+class Finding:
+    type: str  # drift | unsigned | bad-signature | unknown-signer | trailer-mismatch
+    target: str
+    commit: str
+    detail: str
+    author: str = ""
+    time: str = ""
+    paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Revision:
+    kind: str
+    revision_id: str | None
+    image: str | None
+    commit: str
+    time: str
+    author: str
+    signature: dict[str, Any]
+
+
+@dataclass
+class DeploymentHistory:
+    target: str
+    cluster: str
+    namespace: str
+    name: str
+    deployment_id: str
+    history: list[Revision] = field(default_factory=list)
+    current_revision: str | None = None
+    current_commit: str | None = None
+    deleted: bool = False
+
+
+@dataclass
+class AuditReport:
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[DeploymentHistory] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        doc = {
+            "schema": AUDIT_SCHEMA,
+            "targets": self.targets,
+            "deployments": [
+                {
+                    "target": d.target,
+                    "cluster": d.cluster,
+                    "namespace": d.namespace,
+                    "name": d.name,
+                    "deploymentId": d.deployment_id,
+                    "currentRevision": d.current_revision,
+                    "currentCommit": d.current_commit,
+                    "deleted": d.deleted,
+                    "history": [
+                        {
+                            "kind": r.kind,
+                            "revisionId": r.revision_id,
+                            "image": r.image,
+                            "commit": r.commit,
+                            "time": r.time,
+                            "author": r.author,
+                            "signature": r.signature,
+                        }
+                        for r in d.history
+                    ],
+                }
+                for d in sorted(
+                    self.deployments, key=lambda d: (d.target, d.cluster, d.name, d.deployment_id)
+                )
+            ],
+            "findings": [
+                {
+                    "type": f.type,
+                    "target": f.target,
+                    "commit": f.commit,
+                    "author": f.author,
+                    "time": f.time,
+                    "paths": f.paths,
+                    "detail": f.detail,
+                }
+                for f in self.findings
+            ],
+        }
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+    def to_markdown(self) -> str:
+        out = ["# Deployment audit", ""]
+        for t in self.targets:
+            out.append(
+                f"- target `{t['namespace']}`: `{t['repo']}` branch `{t['branch']}` at "
+                f"`{(t['head'] or 'empty')[:12]}`"
+            )
+        out += ["", f"## Findings ({len(self.findings)})", ""]
+        if self.findings:
+            out += ["| type | target | commit | author | detail |", "|---|---|---|---|---|"]
+            for f in self.findings:
+                out.append(
+                    f"| {f.type} | {f.target} | `{f.commit[:12]}` | {_md(f.author)} | {_md(f.detail)} |"
+                )
+        else:
+            out.append("None: every commit on owned folders was made by the bridge, as described.")
+        out += ["", "## Deployments", ""]
+        for d in sorted(self.deployments, key=lambda d: (d.target, d.name)):
+            state = "deleted" if d.deleted else f"revision `{d.current_revision or '-'}`"
+            out += [
+                f"### {d.namespace}/{d.name} (`{d.deployment_id}`, cluster `{d.cluster}`): {state}",
+                "",
+                "| when | change | revision | image | commit | author | signature |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for r in d.history:
+                sig = r.signature
+                sig_text = sig["status"] + (f" by {sig['signer']}" if sig.get("signer") else "")
+                out.append(
+                    f"| {r.time} | {r.kind} | `{r.revision_id or '-'}` | {_md(r.image or '')} | "
+                    f"`{r.commit[:12]}` | {_md(r.author)} | {_md(sig_text)} |"
+                )
+            out.append("")
+        return "\n".join(out).rstrip() + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- the audit ----------------------------------------------------------------
+
+
+def _signature(
+    rec: CommitRecord, expect: str | None, expect_key: str | None, checked: bool
+) -> dict[str, Any]:
+    status = {
+        "G": "good",
+        "U": "good-untrusted-key",
+        "B": "bad",
+        "X": "expired",
+        "Y": "expired-key",
+        "R": "revoked-key",
+        "E": "unverifiable",
+        "N": "unsigned",
+    }.get(rec.signature, "unknown")
+    verified = False
+    if rec.signature in GOOD | GOOD_UNKNOWN_TRUST:
+        if expect_key:
+            verified = rec.key.upper().endswith(
+                expect_key.upper()[-16:]
+            ) or expect_key.upper().endswith(rec.key.upper())
+        elif expect:
+            verified = rec.signer == expect
+        if rec.signature in GOOD_UNKNOWN_TRUST and not expect_key:
+            verified = False
+    return {
+        "status": status if checked or rec.signature == "N" else status + " (not checked)",
+        "signer": rec.signer or None,
+        "key": rec.key or None,
+        "verified": verified,
+    }
+
+
+def audit_target(
+    target: Target,
+    git_dir: Path,
+    ref: str,
+    head: str | None,
+    *,
+    bridge_email: str,
+    allowed_signers: Path | None,
+    gnupg_home: Path | None,
+    signing_key: str | None,
+    require_signed: bool,
+) -> tuple[list[DeploymentHistory], list[Finding]]:
+    base = PurePosixPath(target.path) if target.path else PurePosixPath()
+    ns = target.namespace
+    if head is None:
+        return [], []
+    checked = allowed_signers is not None or (signing_key is not None and gnupg_home is not None)
+    commits = read_history(git_dir, ref, allowed_signers=allowed_signers, gnupg_home=gnupg_home)
+    deployments: dict[str, DeploymentHistory] = {}
+    findings: list[Finding] = []
+    readme = str(base / "README.md")
+
+    def owned(path: str) -> tuple[str, str] | bool | None:
+        """(cluster, folder) for a path in a deployment folder; True for shared files."""
+        p = PurePosixPath(path)
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            return None
+        parts = rel.parts
+        if str(p) == readme:
+            return True
+        if len(parts) == 3 and parts[1] == ns and parts[2] == "kustomization.yaml":
+            return True
+        if len(parts) >= 4 and parts[1] == ns and (target.cluster in (None, parts[0])):
+            return (parts[0], parts[2])
+        return None
+
+    for rec in commits:
+        folders: set[tuple[str, str]] = set()
+        shared = False
+        for path in rec.paths:
+            o = owned(path)
+            if isinstance(o, tuple):
+                folders.add(o)
+            elif o is True:
+                shared = True
+        if not folders and not shared:
+            continue
+        who = f"{rec.author_name} <{rec.author_email}>"
+        parsed = parse(rec.message)
+        if parsed is None:
+            findings.append(
+                Finding(
+                    "drift",
+                    ns,
+                    rec.sha,
+                    "a commit not made by the bridge changed files the bridge owns",
+                    who,
+                    rec.author_time,
+                    sorted(rec.paths),
+                )
+            )
+            continue
+        tr = parsed.trailers
+        problems = []
+        if tr.get("Namespace") != ns or parsed.namespace != ns:
+            problems.append(f"Namespace trailer {tr.get('Namespace')!r} is not the target's {ns!r}")
+        wanted = (tr.get("Cluster", ""), tr.get("Deployment-Name", ""))
+        others = folders - {wanted}
+        if others:
+            problems.append(
+                "touches folders of other deployments: "
+                + ", ".join(f"{c}/{ns}/{n}" for c, n in sorted(others))
+            )
+        if parsed.name != wanted[1]:
+            problems.append(f"subject names {parsed.name!r}, trailers {wanted[1]!r}")
+        state_path = str(base / wanted[0] / ns / wanted[1] / STATE_FILE)
+        if parsed.kind != "delete":
+            data = read_file(git_dir, rec.sha, state_path)
+            state = _state(data)
+            if state is None:
+                problems.append(f"no readable {STATE_FILE} in the folder it deploys")
+            elif state.deployment_id != tr.get("Deployment-Id"):
+                problems.append(
+                    f"Deployment-Id trailer {tr.get('Deployment-Id')} but the folder holds "
+                    f"deployment {state.deployment_id}"
+                )
+            elif state.revision_id != parsed.revision_id and parsed.kind == "deploy":
+                problems.append(
+                    f"Revision-Id trailer {parsed.revision_id} but the folder holds "
+                    f"revision {state.revision_id}"
+                )
+        if problems:
+            findings.append(
+                Finding(
+                    "trailer-mismatch",
+                    ns,
+                    rec.sha,
+                    "; ".join(problems),
+                    who,
+                    rec.author_time,
+                    sorted(rec.paths),
+                )
+            )
+        sig = _signature(rec, bridge_email, signing_key, checked)
+        if require_signed or checked:
+            if rec.signature == "N":
+                findings.append(
+                    Finding(
+                        "unsigned", ns, rec.sha, "bridge commit is not signed", who, rec.author_time
+                    )
+                )
+            elif rec.signature in ("B", "R"):
+                findings.append(
+                    Finding(
+                        "bad-signature",
+                        ns,
+                        rec.sha,
+                        f"signature is {sig['status']}",
+                        who,
+                        rec.author_time,
+                    )
+                )
+            elif checked and not sig["verified"]:
+                findings.append(
+                    Finding(
+                        "unknown-signer",
+                        ns,
+                        rec.sha,
+                        f"signed by {rec.signer or rec.key or 'an unknown key'} "
+                        f"({sig['status']}), not by the bridge's key",
+                        who,
+                        rec.author_time,
+                    )
+                )
+        dep_id = tr.get("Deployment-Id", "")
+        hist = deployments.get(dep_id)
+        if hist is None:
+            hist = deployments[dep_id] = DeploymentHistory(
+                target=ns,
+                cluster=wanted[0],
+                namespace=ns,
+                name=wanted[1],
+                deployment_id=dep_id,
+            )
+        hist.name = wanted[1]
+        hist.history.append(
+            Revision(
+                kind=parsed.kind,
+                revision_id=parsed.revision_id,
+                image=parsed.image,
+                commit=rec.sha,
+                time=rec.commit_time,
+                author=who,
+                signature=sig,
+            )
+        )
+    # What is deployed now: the state files at the head.
+    current: dict[str, tuple[str, DeploymentState]] = {}
+    for path in list_files(git_dir, head, str(base) if str(base) != "." else ""):
+        p = PurePosixPath(path)
+        if p.name == STATE_FILE and owned(path):
+            state = _state(read_file(git_dir, head, path))
+            if state is not None:
+                current[state.deployment_id] = (str(p.parent), state)
+    for dep_id, hist in deployments.items():
+        now = current.get(dep_id)
+        if now is None:
+            hist.deleted = True
+            continue
+        hist.current_revision = now[1].revision_id
+        carried = [r for r in hist.history if r.kind != "delete"]
+        hist.current_commit = carried[-1].commit if carried else None
+    return list(deployments.values()), findings
+
+
+def _state(data: bytes | None) -> DeploymentState | None:
+    if data is None:
+        return None
+    try:
+        return DeploymentState.from_bytes(data)
+    except ValueError:
+        return None
+
+
+def run_audit(
+    settings: Settings,
+    *,
+    namespace: str | None = None,
+    allowed_signers: Path | None = None,
+    open_repo: Callable[[Target], Any] | None = None,
+) -> AuditReport:
+    """Fetch each target and audit its history; GitError when a remote cannot be read."""
+    from bridge.publishing.repo import TargetRepo
+
+    opener = open_repo or (lambda t: TargetRepo(t, settings.git))
+    signing = settings.git.signing
+    report = AuditReport()
+    targets: Iterable[Target] = [
+        t for t in settings.targets if namespace is None or t.namespace == namespace
+    ]
+    for target in targets:
+        repo = opener(target)
+        try:
+            head = repo.sync()
+            report.targets.append(
+                {
+                    "namespace": target.namespace,
+                    "repo": target.repo,
+                    "branch": target.branch,
+                    "path": target.path,
+                    "head": head,
+                }
+            )
+            deployments, findings = audit_target(
+                target,
+                repo.path,
+                repo.tracking_ref,
+                head,
+                bridge_email=settings.git.author_email,
+                allowed_signers=allowed_signers,
+                gnupg_home=signing.gnupg_home if signing and signing.format == "openpgp" else None,
+                signing_key=signing.key if signing and signing.format == "openpgp" else None,
+                require_signed=signing is not None,
+            )
+        finally:
+            repo.close()
+        report.deployments.extend(deployments)
+        report.findings.extend(findings)
+    return report

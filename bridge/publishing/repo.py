@@ -1,0 +1,783 @@
+"""TargetRepo: the one writer that owns git for one target (SPEC §5-6).
+
+A persistent, worktree-less (bare) clone per target under `git.workdir`,
+fetched every cycle, written only with plumbing (temporary index,
+`commit-tree`, compare-and-swap `update-ref`) and pushed without force.
+Crash recovery is "the remote is the truth": `sync()` points the local branch
+at the remote one, so unpushed commits of a crashed cycle are dropped and
+re-created from state by the next cycle.
+
+Why plumbing instead of GitPython's index: measured with
+`python -m tests.publishing.bench_commit [ROOT]` on this 2-core machine (median
+of 5, other test suites running at the same time), 10,000 files in 1,000 folders:
+
+                                    TargetRepo        GitPython index.add + index.commit
+                                  tmpfs    ext4          tmpfs     ext4
+    commit changing 3 files        28 ms   43 ms         615 ms    623 ms
+    first commit of 10,000 files  332 ms  848 ms        15.4 s    15.7 s
+    ls_tree of 10,000 files        31 ms   35 ms           -         -
+    1,000 x read_blob              14 ms   19 ms           -         -
+
+The 3-file commit reuses the instance's index (no `read-tree` of 10k entries:
+that alone is ~36 ms); blobs go in through one `fast-import` (10k blobs: 0.4 s,
+no temp file per blob; `hash-object --stdin-paths` over temp files took 1.1 s
+on tmpfs and 4-6 s on ext4). GitPython's index code also cannot sign commits
+(toolchain-notes §6); commit-tree can. Never imports httpx, rendering or
+controlplane.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from bridge.config import GitSettings, Target
+from bridge.errors import GitError, LocalCloneBroken, PushRejected
+from bridge.publishing.signing import Signer
+from bridge.publishing.transport import (
+    BASE_CONFIG,
+    REMOTE_TIMEOUT,
+    GitResult,
+    Transport,
+    base_env,
+    run_git,
+)
+
+log = logging.getLogger("bridge.publishing")
+
+# A lock file older than this process was left by a crash; so was one older
+# than STALE_LOCK_SECONDS (no git step of ours takes that long, and we hold
+# the clone's inter-process lock while we look).
+_PROCESS_STARTED = time.time()
+STALE_LOCK_SECONDS = 600.0
+LOCK_TIMEOUT = 120.0
+_NEEDS_RECLONE = "bridge-needs-reclone"
+_OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+# Signs in git's stderr that the local clone, not the remote, is the problem.
+_LOCAL_DAMAGE = re.compile(
+    r"bad object|corrupt|unable to read|did not send all necessary objects|missing object"
+    r"|loose object|packfile|not a git repository|cannot lock ref|unable to create .*\.lock"
+    r"|index-pack failed|invalid sha1 pointer|bad sha1|broken link",
+    re.IGNORECASE,
+)
+
+
+# --- paths -------------------------------------------------------------------
+
+
+def check_repo_path(path: str, *, folder: bool = False) -> str:
+    """A repo-relative POSIX path, or ValueError. Defence in depth: the caller
+    already builds safe paths; git itself would silently ignore some bad ones.
+    With `folder=True` one trailing "/" is allowed (and stripped)."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"invalid repo path {path!r}: empty")
+    clean = path[:-1] if folder and path.endswith("/") else path
+    if clean.startswith("/"):
+        raise ValueError(f"invalid repo path {path!r}: absolute paths are not allowed")
+    if any(c in clean for c in ("\\", "\0", "\n", "\r")):
+        raise ValueError(f"invalid repo path {path!r}: backslash or control character")
+    for part in clean.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"invalid repo path {path!r}: empty, '.' or '..' component")
+        # Also `.GIT`, `.git.` and `.git ` (what NTFS/HFS+ checkouts treat as .git).
+        if part.rstrip(". ").lower() == ".git":
+            raise ValueError(f"invalid repo path {path!r}: a .git component")
+    return clean
+
+
+def clone_dir_name(target: Target) -> str:
+    """Readable and unique: the tail of the sanitized target key plus a short hash."""
+    digest = hashlib.sha256(target.key.encode()).hexdigest()[:12]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", target.key.replace("://", "-"))
+    readable = readable[-60:].lstrip(".-") or "target"
+    return f"{readable}-{digest}"
+
+
+# --- one lock per clone, shared by the TargetRepos of one process --------------
+
+_LOCKS_GUARD = threading.Lock()
+_HELD: dict[str, list[int]] = {}  # lock path -> [fd, users]
+
+
+def _acquire_clone_lock(lock_path: Path, timeout: float, namespace: str) -> None:
+    # flock excludes other processes (a `status` next to `run` would otherwise
+    # reset the branch between run's commit and push). Inside one process the
+    # lock is shared: flock on two fds of one process would deadlock.
+    key = str(lock_path)
+    with _LOCKS_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+            return
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise LocalCloneBroken(
+                        f"target {namespace}: the local clone is in use by another bridge "
+                        f"process for more than {timeout:g}s ({lock_path})",
+                        hint="run one bridge per workdir, or wait for the other to finish",
+                    ) from None
+                time.sleep(0.05)
+        _HELD[key] = [fd, 1]
+
+
+def _release_clone_lock(lock_path: Path) -> None:
+    key = str(lock_path)
+    with _LOCKS_GUARD:
+        held = _HELD.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            os.close(held[0])  # closing the fd releases the flock
+
+
+# --- the repo ------------------------------------------------------------------
+
+
+class TargetRepo:
+    """One target's clone; implements `bridge.reconciling.Repo`."""
+
+    def __init__(
+        self, target: Target, git_settings: GitSettings, *, lock_timeout: float = LOCK_TIMEOUT
+    ) -> None:
+        self.target = target
+        self.settings = git_settings
+        self.branch = target.branch
+        self.local_ref = f"refs/heads/{target.branch}"
+        self.tracking_ref = f"refs/remotes/origin/{target.branch}"
+        self.workdir = git_settings.workdir
+        self.path = self.workdir / clone_dir_name(target)
+        self.transport = Transport(target, git_settings)  # ConfigError for bad ssh settings
+        self.signer = Signer(git_settings.signing, target=target.namespace)
+        self._env = base_env()
+        self._lock_path = self.workdir / (self.path.name + ".lock")
+        self._lock_timeout = lock_timeout
+        self._locked = False
+        self._ready = False
+        self._signing_checked = False
+        self._catfile: subprocess.Popen[bytes] | None = None
+        # One index file per instance, kept between commits: it already holds the
+        # tree of the last commit, so the next commit skips `read-tree` of the
+        # whole repo (36 of 61 ms on 10k files).
+        self._index = self.path / f"bridge-index-{os.getpid()}-{id(self):x}"
+        self._index_tree: str | None = None
+
+    # -- context manager ---------------------------------------------------------
+
+    def __enter__(self) -> TargetRepo:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- running git -------------------------------------------------------------
+
+    @property
+    def _ns(self) -> str:
+        return self.target.namespace
+
+    def _git(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        config: tuple[str, ...] | list[str] = (),
+        timeout: float | None = None,
+    ) -> GitResult:
+        kwargs = {} if timeout is None else {"timeout": timeout}
+        return run_git(
+            args,
+            git_dir=self.path,
+            env=self._env if env is None else env,
+            input=input,
+            config=config,
+            **kwargs,
+        )
+
+    def _must(self, action: str, *args: str, **kwargs: object) -> bytes:
+        """Run a local git step; a failure means the clone is damaged."""
+        result = self._git(*args, **kwargs)  # type: ignore[arg-type]
+        if result.returncode != 0:
+            raise self._broken(action, result.stderr)
+        return result.stdout
+
+    def _broken(self, action: str, stderr: str, *, mark: bool = True) -> LocalCloneBroken:
+        if mark:
+            # The next sync() moves this clone aside and makes a fresh one.
+            try:
+                (self.path / _NEEDS_RECLONE).write_text(f"{action}: {stderr[-500:]}\n")
+            except OSError:
+                pass
+        return LocalCloneBroken(
+            f"target {self._ns}: {action} failed in the local clone {self.path}: "
+            f"{self.transport.clean(stderr) or 'no output'}",
+            hint="the next cycle re-creates the clone from the remote; if this repeats, "
+            "check free disk space and permissions of git.workdir",
+        )
+
+    def _rev(self, ref: str) -> str | None:
+        result = self._git("rev-parse", "-q", "--verify", "--end-of-options", ref)
+        if result.returncode != 0:
+            return None
+        return result.stdout.decode().strip() or None
+
+    # -- the clone: create, check, repair ------------------------------------------
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LocalCloneBroken(
+                f"target {self._ns}: cannot create the workdir {self.workdir}: {e.strerror}",
+                hint="set git.workdir to a writable folder",
+            ) from e
+        if not self._locked:
+            _acquire_clone_lock(self._lock_path, self._lock_timeout, self._ns)
+            self._locked = True
+        if not self.path.exists():
+            self._create()
+        else:
+            self._remove_stale_files()
+            problem = self._diagnose()
+            if problem is not None:
+                self._replace(problem)
+        self._ready = True
+
+    def _diagnose(self) -> str | None:
+        """Why the clone at self.path is unusable, or None."""
+        marker = self.path / _NEEDS_RECLONE
+        if marker.exists():
+            try:
+                why = marker.read_text(errors="replace").strip()[:300]
+            except OSError:
+                why = "unknown"
+            return f"an earlier step found it damaged ({why})"
+        # for-each-ref fails on a non-repository and on refs to missing objects.
+        refs = self._git("for-each-ref", "--format=%(objectname) %(objecttype)")
+        if refs.returncode != 0:
+            return f"it is not a usable repository ({self.transport.clean(refs.stderr)})"
+        url = self._git("config", "--get", "remote.origin.url")
+        current = url.stdout.decode().strip()
+        if url.returncode != 0 or current != self.target.repo:
+            return f"its remote is {current or 'unset'!r}, not the target's repo"
+        head = self._git("symbolic-ref", "-q", "HEAD")
+        if head.stdout.decode().strip() != self.local_ref:
+            self._must("point HEAD at the branch", "symbolic-ref", "HEAD", self.local_ref)
+        return None
+
+    def _create(self) -> None:
+        """A fresh bare repo with origin = the target repo; made beside, then renamed in."""
+        for leftover in self.workdir.glob(f"{self.path.name}.new-*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # a crash during an earlier create
+        tmp = self.path.with_name(f"{self.path.name}.new-{os.getpid()}")
+        steps: list[tuple[str, ...]] = [
+            ("init", "-q", "--bare", "--template=", f"--initial-branch={self.branch}", str(tmp)),
+            ("config", "remote.origin.url", self.target.repo),
+            ("config", "remote.origin.fetch", f"+{self.local_ref}:{self.tracking_ref}"),
+            ("config", "gc.autoDetach", "false"),
+            ("config", "core.logAllRefUpdates", "false"),
+        ]
+        for i, step in enumerate(steps):
+            result = run_git(step, git_dir=None if i == 0 else tmp, env=self._env)
+            if result.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise LocalCloneBroken(
+                    f"target {self._ns}: cannot create a clone in {self.workdir}: "
+                    f"{self.transport.clean(result.stderr)}",
+                    hint="check free disk space and permissions of git.workdir",
+                )
+        try:
+            os.rename(tmp, self.path)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LocalCloneBroken(
+                f"target {self._ns}: cannot create the clone {self.path}: {e.strerror}",
+                hint="check permissions of git.workdir",
+            ) from e
+
+    def _replace(self, problem: str) -> None:
+        """Move an unusable clone aside (kept once, for forensics) and start fresh."""
+        self._close_catfile()
+        self._index_tree = None
+        aside = self.path.with_name(self.path.name + ".broken")
+        log.warning(
+            "target %s: local clone %s is unusable (%s); moving it to %s and cloning again",
+            self._ns,
+            self.path,
+            problem,
+            aside,
+            extra={"target": self._ns},
+        )
+        try:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(self.path, aside)
+        except OSError as e:
+            raise LocalCloneBroken(
+                f"target {self._ns}: the local clone {self.path} is unusable ({problem}) and "
+                f"cannot be moved aside: {e.strerror}",
+                hint=f"delete {self.path} by hand; the bridge clones it again",
+            ) from e
+        self._create()
+
+    def _remove_stale_files(self) -> None:
+        """Locks and temp files left by a crashed process (we hold the clone lock)."""
+        now = time.time()
+        candidates: list[Path] = []
+        for pattern in ("*.lock", "bridge-index-*", "bridge-marks-*"):
+            candidates.extend(self.path.glob(pattern))
+        for sub in ("refs", "logs", "objects/info", "objects/pack"):
+            base = self.path / sub
+            if base.is_dir():
+                candidates.extend(base.rglob("*.lock"))
+        for item in candidates:
+            try:
+                mtime = item.lstat().st_mtime
+            except OSError:
+                continue
+            # Our own temp files of another (crashed) process; not this process's.
+            own_temp = item.name.startswith("bridge-") and f"-{os.getpid()}-" not in item.name
+            if own_temp or mtime < _PROCESS_STARTED or now - mtime > STALE_LOCK_SECONDS:
+                log.warning(
+                    "target %s: removing %s left by a crashed git process",
+                    self._ns,
+                    item,
+                    extra={"target": self._ns},
+                )
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
+
+    # -- sync ---------------------------------------------------------------------
+
+    def sync(self) -> str | None:
+        """Fetch the branch and point the local branch at it; the head, or None if
+        the remote branch does not exist yet. Unpushed local commits are dropped."""
+        self._ensure()
+        if (self.path / _NEEDS_RECLONE).exists():  # damage found since _ensure() looked
+            self._replace(self._diagnose() or "an earlier step found it damaged")
+        try:
+            return self._sync_once()
+        except LocalCloneBroken as e:
+            self._replace(e.message)
+        return self._sync_once()
+
+    def _sync_once(self) -> str | None:
+        self._close_catfile()  # a fresh cat-file sees the fetched packs for sure
+        before = self._rev(self.tracking_ref)
+        fetched = self._git(
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-recurse-submodules",
+            "origin",
+            f"+{self.local_ref}:{self.tracking_ref}",
+            env=self.transport.remote_env(),
+            timeout=REMOTE_TIMEOUT,
+        )
+        if fetched.returncode != 0:
+            if "couldn't find remote ref" in fetched.stderr:
+                self._remote_branch_absent(before)
+                return None
+            if _LOCAL_DAMAGE.search(fetched.stderr) and not _remote_said(fetched.stderr):
+                raise self._broken("fetch", fetched.stderr)
+            raise self.transport.failure("fetch from", fetched.stderr)
+        head = self._rev(self.tracking_ref)
+        if head is None:
+            raise self._broken("fetch", f"{self.tracking_ref} missing after a successful fetch")
+        if before is not None and before != head and not self._is_ancestor(before, head):
+            log.warning(
+                "target %s: the history of %s on %s was rewritten (force-pushed) since the "
+                "last fetch; continuing on the new history",
+                self._ns,
+                self.branch,
+                self.transport.display_url,
+                extra={"target": self._ns},
+            )
+        self._must("update the local branch", "update-ref", self.local_ref, head)
+        return head
+
+    def _remote_branch_absent(self, before: str | None) -> None:
+        if before is not None:
+            log.warning(
+                "target %s: branch %s no longer exists on %s; it will be created again",
+                self._ns,
+                self.branch,
+                self.transport.display_url,
+                extra={"target": self._ns},
+            )
+        for ref in (self.tracking_ref, self.local_ref):
+            if self._rev(ref) is not None:
+                self._must("drop a stale branch", "update-ref", "-d", ref)
+
+    def _is_ancestor(self, old: str, new: str) -> bool:
+        return self._git("merge-base", "--is-ancestor", old, new).returncode == 0
+
+    # -- reading --------------------------------------------------------------------
+
+    def ls_tree(self, prefix: str) -> dict[str, str]:
+        """path -> blob id at HEAD under `prefix` ("dir/" = folder, else one exact path)."""
+        self._ensure()
+        head = self._rev(self.local_ref)
+        if head is None:
+            return {}
+        args = ["ls-tree", "-r", "-z", "--full-tree", head]
+        if prefix:
+            args += ["--", prefix]
+        out = self._must("ls-tree", *args)
+        entries: dict[str, str] = {}
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, _, raw_path = record.partition(b"\t")
+            _mode, kind, oid = meta.decode().split(" ")
+            if kind != "blob":
+                continue  # submodule links are not files
+            path = raw_path.decode("utf-8", "surrogateescape")
+            if prefix and not prefix.endswith("/") and path != prefix:
+                continue
+            entries[path] = oid
+        return entries
+
+    def read_blob(self, blob_id: str) -> bytes:
+        """The bytes of one blob, through one long-lived `git cat-file --batch`."""
+        if not _OID.match(blob_id):
+            raise ValueError(f"not a blob id: {blob_id!r}")
+        self._ensure()
+        for attempt in range(2):
+            proc = self._start_catfile()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(blob_id.encode() + b"\n")
+                proc.stdin.flush()
+                header = proc.stdout.readline()
+                if not header:
+                    raise BrokenPipeError
+                parts = header.decode().split()
+                if len(parts) == 2 and parts[1] == "missing":
+                    raise self._broken("read_blob", f"object {blob_id} is missing")
+                if len(parts) != 3:
+                    raise self._broken("read_blob", f"unexpected cat-file output {header!r}")
+                size = int(parts[2])
+                data = _read_exact(proc.stdout, size + 1)[:size]
+            except (BrokenPipeError, OSError, ValueError) as e:
+                self._close_catfile()
+                if attempt:
+                    raise self._broken("read_blob", f"cat-file failed: {e!r}") from e
+                continue
+            if parts[1] != "blob":
+                raise ValueError(f"{blob_id} is a {parts[1]}, not a blob")
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_catfile(self) -> subprocess.Popen[bytes]:
+        if self._catfile is None or self._catfile.poll() is not None:
+            self._close_catfile()
+            self._catfile = subprocess.Popen(
+                ["git", *BASE_CONFIG, f"--git-dir={self.path}", "cat-file", "--batch"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=self._env,
+                start_new_session=True,
+            )
+        return self._catfile
+
+    def _close_catfile(self) -> None:
+        proc, self._catfile = self._catfile, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
+        """(sha, author name, author email, subject) of the last commit touching path."""
+        self._ensure()
+        head = self._rev(self.local_ref)
+        if head is None:
+            return None
+        args = ["log", "-1", "--format=%H%x00%an%x00%ae%x00%s", head]
+        clean = path.strip("/")
+        if clean:
+            args += ["--", clean]
+        out = self._must("log", *args).decode("utf-8", "replace").rstrip("\n")
+        if not out:
+            return None
+        sha, name, email, subject = out.split("\0", 3)
+        return sha, name, email, subject
+
+    # -- writing --------------------------------------------------------------------
+
+    def check_signing(self) -> None:
+        """SigningError unless the configured signing key can sign now; no-op unsigned."""
+        self.signer.check()
+        self._signing_checked = True
+
+    def commit(
+        self, message: str, *, write: Mapping[str, bytes], delete: Iterable[str] = ()
+    ) -> str | None:
+        """One commit on the local branch: `delete` (files or whole folders) first,
+        then `write`. None when the tree would not change (no empty commits)."""
+        writes = {check_repo_path(p): bytes(data) for p, data in write.items()}
+        deletes = sorted({check_repo_path(p, folder=True) for p in delete})
+        if not message.strip():
+            raise ValueError("empty commit message")
+        self._ensure()
+        if self.signer.enabled and not self._signing_checked:
+            self.check_signing()
+        parent = self._rev(self.local_ref)
+        if parent is None and not writes:
+            return None
+        parent_tree = None
+        if parent is not None:
+            out = self._must("read the parent tree", "rev-parse", f"{parent}^{{tree}}")
+            parent_tree = out.decode().strip()
+        tree = self._build_tree(parent, parent_tree, writes, deletes)
+        if tree == parent_tree:
+            return None
+        sha = self._commit_tree(tree, parent, message)
+        # Compare-and-swap: fails if anything moved the branch since we read it.
+        old = parent or ""
+        moved = self._git("update-ref", "-m", "gitops-bridge commit", self.local_ref, sha, old)
+        if moved.returncode != 0:
+            raise self._broken("update-ref", moved.stderr, mark=False)
+        return sha
+
+    def _build_tree(
+        self,
+        parent: str | None,
+        parent_tree: str | None,
+        writes: dict[str, bytes],
+        deletes: list[str],
+    ) -> str:
+        index = self._index
+        env = {**self._env, "GIT_INDEX_FILE": str(index)}
+        reuse = parent_tree is not None and parent_tree == self._index_tree and index.exists()
+        self._index_tree = None  # unknown until write-tree succeeds
+        try:
+            if not reuse:
+                index.unlink(missing_ok=True)
+                if parent is not None:
+                    self._must("read-tree", "read-tree", parent, env=env)
+                else:
+                    self._must("read-tree", "read-tree", "--empty", env=env)
+            records: list[bytes] = []
+            if deletes:
+                listed = self._must("ls-files", "ls-files", "-z", "--", *deletes, env=env)
+                zero = "0" * len(parent or "0" * 40)
+                # mode 0 in --index-info removes the entry (the same as --force-remove)
+                records += [f"0 {zero}\t".encode() + p for p in listed.split(b"\0") if p]
+            if writes:
+                paths = list(writes)
+                oids = self._hash_blobs([writes[p] for p in paths])
+                records += [
+                    f"100644 {oid}\t{p}".encode() for p, oid in zip(paths, oids, strict=True)
+                ]
+            if records:
+                self._must(
+                    "update-index",
+                    "update-index",
+                    "-z",
+                    "--index-info",
+                    input=b"\0".join(records) + b"\0",
+                    env=env,
+                )
+            tree = self._must("write-tree", "write-tree", env=env).decode().strip()
+        except BaseException:
+            index.unlink(missing_ok=True)
+            raise
+        self._index_tree = tree
+        return tree
+
+    def _hash_blobs(self, contents: list[bytes]) -> list[str]:
+        if len(contents) == 1:
+            out = self._must("hash-object", "hash-object", "-w", "--stdin", input=contents[0])
+            return [out.decode().strip()]
+        # Many blobs: one fast-import process writes them all (as one pack, or as
+        # loose objects below fastimport.unpackLimit) with no temp file per blob;
+        # 10k blobs take 0.4 s where hash-object per file takes ~20 s.
+        stream = bytearray()
+        for mark, data in enumerate(contents, 1):
+            stream += b"blob\nmark :%d\ndata %d\n" % (mark, len(data))
+            stream += data
+            stream += b"\n"
+        stream += b"done\n"
+        marks = self.path / f"bridge-marks-{os.getpid()}-{id(self):x}"
+        try:
+            self._must(
+                "fast-import",
+                "fast-import",
+                "--quiet",
+                "--done",
+                f"--export-marks={marks}",
+                input=bytes(stream),
+            )
+            by_mark = dict(line.split(" ", 1) for line in marks.read_text().splitlines() if line)
+        except OSError as e:
+            raise self._broken("fast-import", f"cannot read the marks file: {e}") from e
+        finally:
+            marks.unlink(missing_ok=True)
+        try:
+            return [by_mark[f":{mark}"] for mark in range(1, len(contents) + 1)]
+        except KeyError as e:
+            raise self._broken("fast-import", f"no object id for blob {e}") from e
+
+    def _commit_tree(self, tree: str, parent: str | None, message: str) -> str:
+        config, flags = self.signer.commit_tree_args()
+        s = self.settings
+        env = {
+            **self._env,
+            **self.signer.env(),
+            "GIT_AUTHOR_NAME": s.author_name,
+            "GIT_AUTHOR_EMAIL": s.author_email,
+            "GIT_COMMITTER_NAME": s.author_name,
+            "GIT_COMMITTER_EMAIL": s.author_email,
+        }
+        args = ["commit-tree", tree, *(["-p", parent] if parent else []), *flags, "-F", "-"]
+        text = message if message.endswith("\n") else message + "\n"
+        result = self._git(*args, input=text.encode(), env=env, config=config)
+        if result.returncode != 0:
+            if self.signer.enabled:
+                raise self.signer.failure(
+                    f"git could not sign: {self.transport.clean(result.stderr)}"
+                )
+            raise self._broken("commit-tree", result.stderr, mark=False)
+        sha = result.stdout.decode().strip()
+        if self.signer.enabled:
+            raw = self._must("read the new commit", "cat-file", "commit", sha)
+            if b"\ngpgsig " not in raw.split(b"\n\n", 1)[0]:
+                raise self.signer.failure("git made a commit without a signature")
+        return sha
+
+    # -- push -----------------------------------------------------------------------
+
+    def push(self) -> bool:
+        """Push the local branch if it is ahead; never forced. False: nothing to push."""
+        self._ensure()
+        local = self._rev(self.local_ref)
+        if local is None:
+            return False
+        remote = self._rev(self.tracking_ref)
+        if remote == local:
+            return False
+        if remote is not None:
+            ahead = self._must("rev-list", "rev-list", "--count", f"{remote}..{local}")
+            if ahead.decode().strip() == "0":
+                return False
+        # No leading "+" and no --force: the server refuses anything but a fast-forward.
+        result = self._git(
+            "push",
+            "--porcelain",
+            "--no-recurse-submodules",
+            "origin",
+            f"{self.local_ref}:{self.local_ref}",
+            env=self.transport.remote_env(),
+            timeout=REMOTE_TIMEOUT,
+        )
+        status = _porcelain_status(result.stdout.decode("utf-8", "replace"), self.local_ref)
+        if status is None:
+            raise self.transport.failure("push to", result.stderr)
+        flag, summary = status
+        if flag == "!":
+            raise self._rejected(summary, result.stderr)
+        if result.returncode != 0:
+            raise self.transport.failure("push to", result.stderr)
+        # git already moved the tracking ref; make sure even for odd remotes.
+        self._must("update the tracking ref", "update-ref", self.tracking_ref, local)
+        return True
+
+    def _rejected(self, summary: str, stderr: str) -> GitError:
+        where = (
+            f"target {self._ns}: push of {self.branch} to {self.transport.display_url} was "
+            f"refused: {self.transport.clean(summary)}"
+        )
+        low = summary.lower()
+        if summary.startswith("[rejected]") or "lock" in low or "failed to update ref" in low:
+            return PushRejected(
+                where,
+                hint="someone else pushed first; the bridge fetches, re-renders on the new head "
+                "and retries (it never force-pushes)",
+            )
+        return GitError(
+            where + (f" ({self.transport.clean(stderr)})" if stderr.strip() else ""),
+            hint=f"a hook or branch protection on the server refused the bridge's commit; allow "
+            f"the bridge's identity to push to {self.branch} (the bridge never force-pushes)",
+        )
+
+    # -- end --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._close_catfile()
+        self._index.unlink(missing_ok=True)
+        self._index_tree = None
+        self.transport.close()
+        if self._locked:
+            _release_clone_lock(self._lock_path)
+            self._locked = False
+        self._ready = False
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
+    chunks = []
+    left = size
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            raise BrokenPipeError("cat-file ended early")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _porcelain_status(stdout: str, ref: str) -> tuple[str, str] | None:
+    """(flag, summary) of `ref` in `git push --porcelain` output, or None."""
+    for line in stdout.splitlines():
+        if len(line) < 2 or line[1] != "\t":
+            continue
+        flag, refs, *rest = line.split("\t")
+        src, _, dst = refs.partition(":")
+        if dst == ref or src == ref:
+            return flag, rest[0] if rest else ""
+    return None
+
+
+def _remote_said(stderr: str) -> bool:
+    # "remote: ... corrupt" is the server's problem, not our clone's.
+    return any(line.startswith("remote:") for line in stderr.splitlines()) and not any(
+        _LOCAL_DAMAGE.search(line) for line in stderr.splitlines() if not line.startswith("remote:")
+    )

@@ -1,0 +1,811 @@
+"""One reconcile cycle: list -> decide per deployment -> render changed -> publish.
+
+The cycle is the only place that knows about all the parts. It never touches
+git itself (publishing does), never encrypts (secrets does), never builds
+manifests (rendering does). It decides, from the in-repo state files, what
+changed; makes one change record per changed deployment; and hands finished
+file maps to the writer, one commit per record, one push per target.
+
+Guarantees kept here:
+- A listing that failed or was incomplete changes nothing (the client raises).
+- An unchanged deployment costs one digest comparison: no render, no write.
+- A deployment that cannot be reconciled (malformed, policy, secrets,
+  validation) is reported by name and id and keeps its last good commit; the
+  others go on.
+- Deletions only from a complete listing, and never more than half of a
+  target's deployments without `allow_mass_delete`.
+- A rejected push: fetch, recompute on the new head, retry with jittered
+  backoff; never force.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Literal, Protocol
+
+from bridge import RENDER_SCHEMA, __version__
+from bridge.commits import CommitInfo
+from bridge.config import Settings, Target
+from bridge.errors import (
+    BridgeError,
+    DeploymentError,
+    GitError,
+    HistoryRewritten,
+    InvalidDeployment,
+    MassDeleteRefused,
+    PushRejected,
+    SecretsError,
+)
+from bridge.faults import checkpoint, crash_soon
+from bridge.logs import deployment_extra
+from bridge.models import Deployment, Listener
+from bridge.redaction import Redacted
+from bridge.secrets.providers import Sealer
+from bridge.state import STATE_FILE, DeploymentState, SecretRecord
+
+log = logging.getLogger("bridge.reconcile")
+
+Action = Literal[
+    "unchanged", "deployed", "restored", "rekeyed", "deleted", "failed", "refused", "would-change"
+]
+ESCROW_POSTGRES = "postgres-password"
+
+
+def blob_id(data: bytes) -> str:
+    """The git blob id of some bytes, without asking git (sha1 is git's object name)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def shard_owns(target: Target, shard: tuple[int, int] | None) -> bool:
+    """Whether replica I of N owns a target: a stable hash, no coordination."""
+    if shard is None:
+        return True
+    index, count = shard
+    digest = hashlib.sha256(target.key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+# --- what the cycle needs from its collaborators ------------------------------
+
+
+class Repo(Protocol):
+    """The part of publishing.TargetRepo the cycle uses."""
+
+    def sync(self) -> str | None: ...
+    def ls_tree(self, prefix: str) -> dict[str, str]: ...
+    def read_blob(self, blob: str) -> bytes: ...
+    def commit(
+        self, message: str, *, write: Mapping[str, bytes], delete: Iterable[str] = ()
+    ) -> str | None: ...
+    def push(self) -> bool: ...
+    def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None: ...
+    def check_signing(self) -> None: ...
+    def close(self) -> None: ...
+
+
+# --- results -----------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    target: str
+    namespace: str
+    deployment_id: str
+    name: str
+    action: Action
+    revision_id: str | None = None
+    commit: str | None = None
+    error: str | None = None
+    diff: str = ""
+
+
+@dataclass
+class TargetResult:
+    target: Target
+    pushed: bool = False
+    commits: int = 0
+    head: str | None = None
+    error: BridgeError | None = None
+
+
+@dataclass
+class CycleReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    targets: list[TargetResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.action in ("failed", "refused")]
+
+    def exit_code(self) -> int:
+        codes = [t.error.exit_code for t in self.targets if t.error is not None]
+        if any(c == 4 for c in codes):
+            return 4
+        if codes or self.failed:
+            return 1
+        return 0
+
+
+# --- the change record --------------------------------------------------------
+
+
+@dataclass
+class Change:
+    """One commit: what it says and exactly what it writes, decided together."""
+
+    info: CommitInfo
+    write: dict[str, bytes]
+    delete: list[str]
+    outcome: Outcome
+
+
+@dataclass
+class _Existing:
+    folder: str  # folder name inside the namespace dir
+    state: DeploymentState
+    files: dict[str, str]  # file name -> blob id, as in the tree now
+
+
+# --- the cycle ---------------------------------------------------------------
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        list_deployments: Callable[
+            [], tuple[Listener, Sequence[Deployment], Sequence[DeploymentError]]
+        ],
+        open_repo: Callable[[Target], Repo],
+        allow_mass_delete: bool = False,
+        dry_run: bool = False,
+        force_reseal: bool = False,
+        shard: tuple[int, int] | None = None,
+        validate: Callable[[dict[str, dict[str, bytes]]], dict[str, list[str]]] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        on_event: Callable[[str, Mapping[str, object]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.list_deployments = list_deployments
+        self.open_repo = open_repo
+        self.allow_mass_delete = allow_mass_delete
+        self.dry_run = dry_run
+        self.force_reseal = force_reseal
+        self.shard = shard
+        self.validate = validate
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311 - backoff jitter, not security
+        self.on_event = on_event or (lambda _name, _data: None)
+        self._state_cache: dict[str, DeploymentState] = {}
+        self._sealer: Sealer | None = None
+        self._sealer_loaded = False
+
+    # -- public ---------------------------------------------------------------
+
+    def run_cycle(self) -> CycleReport:
+        """One cycle over every owned target. Raises ControlPlaneError if listing fails."""
+        listener, deployments, invalid = self.list_deployments()
+        report = CycleReport()
+        for error in invalid:
+            report.outcomes.append(
+                Outcome(
+                    target="-",
+                    namespace="-",
+                    deployment_id=error.deployment_id,
+                    name=error.deployment_name,
+                    action="failed",
+                    error=str(error),
+                )
+            )
+            log.error(
+                "%s", error, extra=deployment_extra(error.deployment_name, error.deployment_id)
+            )
+        by_namespace: dict[str, list[Deployment]] = {}
+        for dep in deployments:
+            by_namespace.setdefault(dep.namespace or "", []).append(dep)
+        # Deployments whose namespace has a malformed record count as present:
+        # a parse failure must never look like a deletion.
+        unparsed_ids = {e.deployment_id for e in invalid}
+        for namespace in sorted(by_namespace):
+            if self.settings.target_for(namespace) is None:
+                message = (
+                    f"namespace {namespace or '<none>'!r} has {len(by_namespace[namespace])} "
+                    "deployment(s) but no target in the config; skipped (add a target for it)"
+                )
+                report.warnings.append(message)
+                log.warning("%s", message, extra={"namespace": namespace})
+        for target in self.settings.targets:
+            if not shard_owns(target, self.shard):
+                continue
+            result = TargetResult(target=target)
+            report.targets.append(result)
+            try:
+                outcomes = self._reconcile_target(
+                    target,
+                    listener,
+                    by_namespace.get(target.namespace, []),
+                    unparsed_ids,
+                    result,
+                )
+                report.outcomes.extend(outcomes)
+            except BridgeError as e:
+                result.error = e
+                log.error("target %s: %s", target.namespace, e, extra={"target": target.namespace})
+        return report
+
+    # -- one target -------------------------------------------------------------
+
+    def _reconcile_target(
+        self,
+        target: Target,
+        listener: Listener,
+        deployments: list[Deployment],
+        unparsed_ids: set[str],
+        result: TargetResult,
+    ) -> list[Outcome]:
+        repo = self.open_repo(target)
+        try:
+            attempts = max(1, self.settings.git.push_retries + 1)
+            for attempt in range(attempts):
+                result.head = repo.sync()
+                outcomes, changes = self._plan_target(
+                    repo, target, listener, deployments, unparsed_ids
+                )
+                if self.dry_run or not changes:
+                    return outcomes
+                if self.settings.git.signing is not None:
+                    repo.check_signing()
+                committed = 0
+                checkpoint("before-commit")
+                for index, change in enumerate(changes):
+                    if index:
+                        checkpoint("between-commits")
+                    sha = repo.commit(
+                        change.info.message(), write=change.write, delete=change.delete
+                    )
+                    change.outcome.commit = sha
+                    if sha is not None:
+                        committed += 1
+                        self.on_event(
+                            "commit", {"target": target.namespace, "kind": change.info.kind}
+                        )
+                checkpoint("before-push")
+                try:
+                    crash_soon("during-push", 0.05)
+                    result.pushed = repo.push()
+                    checkpoint("after-push")
+                    result.commits = committed
+                    self.on_event(
+                        "push",
+                        {
+                            "target": target.namespace,
+                            "outcome": "ok" if result.pushed else "nothing",
+                        },
+                    )
+                except PushRejected:
+                    self.on_event("push", {"target": target.namespace, "outcome": "rejected"})
+                    if attempt + 1 >= attempts:
+                        raise
+                    delay = min(30.0, 0.5 * 2**attempt) * (0.5 + self.rng.random())
+                    log.info(
+                        "push to %s was rejected (someone else pushed); fetching and "
+                        "re-rendering on the new head in %.1fs",
+                        target.repo,
+                        delay,
+                        extra={"target": target.namespace},
+                    )
+                    self.sleep(delay)
+                    continue
+                for change in changes:
+                    o = change.outcome
+                    log.info(
+                        "%s %s/%s -> %s",
+                        change.info.kind,
+                        o.namespace,
+                        o.name,
+                        (o.commit or "")[:12],
+                        extra=deployment_extra(o.name, o.deployment_id, target=target.namespace),
+                    )
+                return outcomes
+            raise AssertionError("unreachable")  # pragma: no cover
+        except GitError as e:
+            if isinstance(e, HistoryRewritten):
+                log.critical("%s", e, extra={"target": target.namespace})
+            raise
+        finally:
+            repo.close()
+
+    def _plan_target(
+        self,
+        repo: Repo,
+        target: Target,
+        listener: Listener,
+        deployments: list[Deployment],
+        unparsed_ids: set[str],
+    ) -> tuple[list[Outcome], list[Change]]:
+        from bridge.rendering import RenderContext
+        from bridge.rendering.naming import folder_names
+
+        cluster = target.cluster or listener.compute_id
+        ns_dir = (
+            str(PurePosixPath(target.path, cluster, target.namespace))
+            if target.path
+            else (f"{cluster}/{target.namespace}")
+        )
+        context = RenderContext(
+            listener=listener,
+            cluster=cluster,
+            settings=self.settings.render,
+            secrets_provider=self.settings.secrets.provider,
+        )
+        tree = repo.ls_tree(ns_dir + "/")
+        existing = self._existing_states(repo, tree, ns_dir)
+        outcomes: list[Outcome] = []
+        changes: list[Change] = []
+
+        live = [d for d in deployments if not d.awaiting_delete]
+        names = folder_names(live)
+        # Deletions: gone from a complete listing, or AWAITING_DELETE. A deployment
+        # that is listed but did not parse is present: a parse error never deletes.
+        listed_ids = {d.id for d in live} | unparsed_ids
+        to_delete = sorted(
+            (dep_id for dep_id in existing if dep_id not in listed_ids),
+            key=lambda i: existing[i].folder,
+        )
+        refused_delete = False
+        if to_delete and len(to_delete) * 2 > len(existing) and not self.allow_mass_delete:
+            which = ", ".join(f"{existing[i].state.deployment_name} ({i})" for i in to_delete)
+            error = MassDeleteRefused(
+                f"target {target.namespace} ({target.repo}): this cycle would delete "
+                f"{len(to_delete)} of {len(existing)} deployments: {which}",
+                hint="if that is intended, run again with --allow-mass-delete; "
+                "an empty or shrunken listing may also mean the control plane is misbehaving",
+            )
+            log.error("%s", error, extra={"target": target.namespace})
+            refused_delete = True
+            for dep_id in to_delete:
+                outcomes.append(
+                    Outcome(
+                        target=target.namespace,
+                        namespace=target.namespace,
+                        deployment_id=dep_id,
+                        name=existing[dep_id].state.deployment_name,
+                        action="refused",
+                        error=str(error),
+                    )
+                )
+
+        # The folder set after this cycle, for the namespace kustomization, and the
+        # blob ids of the shared files as they will be after each commit, so that
+        # each commit carries exactly the shared-file changes its deployment causes.
+        current_folders = {e.folder for e in existing.values()}
+        readme_path = str(PurePosixPath(target.path, "README.md")) if target.path else "README.md"
+        kustomization_path = f"{ns_dir}/kustomization.yaml"
+        shared_blobs = {
+            kustomization_path: tree.get(kustomization_path),
+            readme_path: repo.ls_tree(readme_path).get(readme_path),
+        }
+
+        def shared_files(folders: set[str]) -> dict[str, bytes]:
+            from bridge.provenance import target_readme
+            from bridge.rendering.rendering import render_namespace_kustomization
+
+            wanted = {
+                kustomization_path: render_namespace_kustomization(sorted(folders)),
+                readme_path: target_readme(target, listener.id, cluster),
+            }
+            out = {}
+            for path, data in wanted.items():
+                if shared_blobs.get(path) != blob_id(data):
+                    out[path] = data
+                    shared_blobs[path] = blob_id(data)
+            return out
+
+        validated: dict[str, list[str]] = {}
+        pending: list[tuple[Deployment, str, dict[str, bytes], DeploymentState, str]] = []
+
+        for dep in sorted(live, key=lambda d: (names[d.id], d.id)):
+            outcome = Outcome(
+                target=target.namespace,
+                namespace=target.namespace,
+                deployment_id=dep.id,
+                name=names[dep.id],
+                action="unchanged",
+                revision_id=dep.revision_id,
+            )
+            outcomes.append(outcome)
+            try:
+                planned = self._plan_deployment(
+                    dep, names[dep.id], context, existing.get(dep.id), f"{ns_dir}/{names[dep.id]}"
+                )
+            except DeploymentError as e:
+                outcome.action = "failed"
+                outcome.error = str(e)
+                log.error(
+                    "%s", e, extra=deployment_extra(dep.name, dep.id, target=target.namespace)
+                )
+                continue
+            if planned is None:
+                continue
+            kind, files, state = planned
+            pending.append((dep, kind, files, state, names[dep.id]))
+
+        if self.validate is not None and pending:
+            validated = self.validate(
+                {f"{ns_dir}/{name}": files for _dep, _k, files, _s, name in pending}
+            )
+
+        by_id = {o.deployment_id: o for o in outcomes}
+        for dep, kind, files, _state, name in pending:
+            outcome = by_id[dep.id]
+            folder_path = f"{ns_dir}/{name}"
+            errors = validated.get(folder_path, [])
+            if errors:
+                outcome.action = "failed"
+                outcome.error = (
+                    f"deployment {dep.name!r} ({dep.id}): rendered manifests do not validate: "
+                    + "; ".join(errors[:5])
+                )
+                log.error(outcome.error, extra=deployment_extra(dep.name, dep.id))
+                continue
+            old = existing.get(dep.id)
+            write = {f"{folder_path}/{fname}": data for fname, data in files.items()}
+            delete: list[str] = []
+            if old is not None and old.folder != name:
+                # The folder name changed (a new collision): move it in one commit.
+                delete.append(f"{ns_dir}/{old.folder}")
+                current_folders.discard(old.folder)
+            elif old is not None:
+                delete = [
+                    f"{folder_path}/{fname}" for fname in sorted(old.files) if fname not in files
+                ]
+                write = {
+                    f"{folder_path}/{fname}": data
+                    for fname, data in files.items()
+                    if old.files.get(fname) != blob_id(data)
+                    and not (fname == STATE_FILE and data == old.state.to_bytes())
+                }
+            current_folders.add(name)
+            write.update(shared_files(current_folders))
+            if not write and not delete:
+                continue
+            actions: dict[str, Action] = {
+                "deploy": "deployed",
+                "restore": "restored",
+                "rekey": "rekeyed",
+            }
+            outcome.action = actions[kind]
+            if self.dry_run:
+                outcome.action = "would-change"
+                outcome.diff = self._diff(repo, tree, write, delete, kind)
+                continue
+            changes.append(
+                Change(
+                    info=CommitInfo(
+                        kind=kind,  # type: ignore[arg-type]
+                        namespace=target.namespace,
+                        name=name,
+                        deployment_id=dep.id,
+                        revision_id=dep.revision_id,
+                        listener_id=listener.id,
+                        cluster=cluster,
+                        bridge_version=__version__,
+                        image=dep.image_uri if kind == "deploy" else None,
+                    ),
+                    write=write,
+                    delete=delete,
+                    outcome=outcome,
+                )
+            )
+
+        if not refused_delete:
+            for dep_id in to_delete:
+                old = existing[dep_id]
+                outcome = Outcome(
+                    target=target.namespace,
+                    namespace=target.namespace,
+                    deployment_id=dep_id,
+                    name=old.state.deployment_name,
+                    action="deleted",
+                    revision_id=old.state.revision_id,
+                )
+                outcomes.append(outcome)
+                current_folders.discard(old.folder)
+                write = shared_files(current_folders)
+                delete = [f"{ns_dir}/{old.folder}"]
+                if self.dry_run:
+                    outcome.action = "would-change"
+                    outcome.diff = self._diff(repo, tree, write, delete, "delete")
+                    continue
+                changes.append(
+                    Change(
+                        info=CommitInfo(
+                            kind="delete",
+                            namespace=target.namespace,
+                            name=old.folder,
+                            deployment_id=dep_id,
+                            revision_id=old.state.revision_id,
+                            listener_id=listener.id,
+                            cluster=cluster,
+                            bridge_version=__version__,
+                        ),
+                        write=write,
+                        delete=delete,
+                        outcome=outcome,
+                    )
+                )
+        return outcomes, changes
+
+    # -- one deployment ---------------------------------------------------------
+
+    def _plan_deployment(
+        self,
+        dep: Deployment,
+        name: str,
+        context: object,
+        old: _Existing | None,
+        folder_path: str,
+    ) -> tuple[str, dict[str, bytes], DeploymentState] | None:
+        """None when nothing changed; else (commit kind, folder files, new state)."""
+        from bridge.policy import check_policy
+        from bridge.rendering import RenderContext
+        from bridge.rendering.rendering import input_fingerprint, render_deployment
+        from bridge.secrets.digests import input_digest, secret_digest
+        from bridge.secrets.escrow import generate_password, open_escrow, seal_escrow
+
+        assert isinstance(context, RenderContext)
+        violations = check_policy(dep, self.settings.policy)
+        if violations:
+            raise violations[0]
+        key = self.settings.secrets.bridge_key
+        if dep.secrets and key is None:
+            raise SecretsError(
+                "has secrets but no bridge key is configured",
+                deployment_id=dep.id,
+                deployment_name=dep.name,
+                hint=f"set {self.settings.secrets.bridge_key_env}",
+            )
+        sealer = self._get_sealer()
+        sealed_for = sealer.sealed_for() if sealer is not None else "none"
+        fingerprint = input_fingerprint(dep, context)
+        secret_part = b"".join(
+            f"{s.name}\0".encode() + self._value_digest(key, s.value).encode() + b"\0"
+            for s in sorted(dep.secrets, key=lambda s: s.name)
+        )
+        digest = input_digest(
+            key,
+            b"render-schema:%d\0name:%s\0" % (RENDER_SCHEMA, name.encode())
+            + fingerprint
+            + b"\0secrets\0"
+            + secret_part,
+        )
+        if old is not None and old.folder == name and old.state.input_digest == digest:
+            drift = self._drifted(old)
+            resealed = self.force_reseal or any(
+                rec.sealed_for != sealed_for for rec in old.state.secrets.values()
+            )
+            if not drift and not resealed:
+                return None
+            if drift and not resealed:
+                last = self._current_repo.last_commit_for(folder_path)
+                who = f"{last[1]} <{last[2]}> in {last[0][:12]}" if last else "unknown"
+                log.warning(
+                    "manual edit in %s (last commit by %s); restoring what the bridge committed",
+                    folder_path,
+                    who,
+                    extra=deployment_extra(dep.name, dep.id, event="drift"),
+                )
+                return "restore", self._restore_files(old), old.state
+
+        # Render (the only path that costs anything).
+        password: Redacted | None = None
+        escrow: dict[str, str] = {}
+        if sealer is not None and key is not None:
+            purpose = f"{ESCROW_POSTGRES}:{dep.id}"
+            token = old.state.escrow.get(ESCROW_POSTGRES) if old is not None else None
+            if token is not None:
+                try:
+                    password = open_escrow(key, purpose, token)
+                except ValueError as e:
+                    raise SecretsError(
+                        f"cannot read back the Postgres password from the repo: {e}",
+                        deployment_id=dep.id,
+                        deployment_name=dep.name,
+                        hint="the bridge key changed; restore the previous key "
+                        f"({self.settings.secrets.bridge_key_env}) — a new password would lock "
+                        "the agent server out of its existing database",
+                    ) from None
+                escrow[ESCROW_POSTGRES] = token
+            else:
+                password = generate_password()
+                escrow[ESCROW_POSTGRES] = seal_escrow(key, purpose, password)
+        rendered = render_deployment(dep, context, name=name, postgres_password=password)
+        files: dict[str, bytes] = dict(rendered.files)
+        records: dict[str, SecretRecord] = {}
+        kind = "deploy"
+        for plan in rendered.secrets:
+            if sealer is None or key is None:
+                raise SecretsError(
+                    f"needs Secret {plan.name} but the secrets provider is none",
+                    deployment_id=dep.id,
+                    deployment_name=dep.name,
+                    hint="configure secrets.provider sops or sealed-secrets",
+                )
+            plan_digest = secret_digest(key, plan)
+            record = old.state.secrets.get(plan.file) if old is not None else None
+            old_blob = old.files.get(plan.file) if old is not None else None
+            if (
+                not self.force_reseal
+                and record is not None
+                and old_blob is not None
+                and record.digest == plan_digest
+                and record.sealed_for == sealed_for
+            ):
+                files[plan.file] = self._read_blob(old_blob)
+            else:
+                try:
+                    files[plan.file] = sealer.seal(plan)
+                except SecretsError:
+                    raise
+                except Exception as e:
+                    raise SecretsError(
+                        f"sealing {plan.file} failed: {type(e).__name__}",
+                        deployment_id=dep.id,
+                        deployment_name=dep.name,
+                    ) from None
+            records[plan.file] = SecretRecord(digest=plan_digest, sealed_for=sealed_for)
+        if (
+            old is not None
+            and old.folder == name
+            and old.state.input_digest == digest
+            and not self._drifted(old)
+        ):
+            kind = "rekey"
+        state = DeploymentState(
+            deployment_id=dep.id,
+            deployment_name=name,
+            namespace=dep.namespace or "",
+            cluster=context.cluster,
+            listener_id=context.listener.id,
+            revision_id=dep.revision_id,
+            image=dep.image_uri,
+            input_digest=digest,
+            bridge_version=__version__,
+            files={fname: blob_id(data) for fname, data in files.items()},
+            secrets=records,
+            escrow=escrow,
+        )
+        files[STATE_FILE] = state.to_bytes()
+        return kind, files, state
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _value_digest(self, key: Redacted | None, value: Redacted) -> str:
+        from bridge.secrets.digests import input_digest
+
+        return input_digest(key, b"secret-value\0" + value.reveal().encode())
+
+    def _get_sealer(self) -> Sealer | None:
+        if not self._sealer_loaded:
+            from bridge.secrets.providers import make_sealer
+
+            self._sealer = make_sealer(self.settings.secrets)
+            self._sealer_loaded = True
+        return self._sealer
+
+    def _read_blob(self, blob: str) -> bytes:
+        repo = self._current_repo
+        return repo.read_blob(blob)
+
+    _current_repo: Repo
+
+    def _existing_states(
+        self, repo: Repo, tree: dict[str, str], ns_dir: str
+    ) -> dict[str, _Existing]:
+        self._current_repo = repo
+        folders: dict[str, dict[str, str]] = {}
+        prefix = ns_dir + "/"
+        for path, blob in tree.items():
+            rel = path[len(prefix) :] if path.startswith(prefix) else path
+            parts = rel.split("/", 1)
+            if len(parts) == 2:
+                folders.setdefault(parts[0], {})[parts[1]] = blob
+        existing: dict[str, _Existing] = {}
+        for folder, files in sorted(folders.items()):
+            state_blob = files.get(STATE_FILE)
+            if state_blob is None:
+                continue
+            state = self._state_cache.get(state_blob)
+            if state is None:
+                try:
+                    state = DeploymentState.from_bytes(repo.read_blob(state_blob))
+                except ValueError as e:
+                    log.warning(
+                        "ignoring unreadable state file %s/%s/%s: %s", ns_dir, folder, STATE_FILE, e
+                    )
+                    continue
+                if len(self._state_cache) > 100_000:
+                    self._state_cache.clear()
+                self._state_cache[state_blob] = state
+            other = {f: b for f, b in files.items() if f != STATE_FILE}
+            if state.deployment_id in existing:
+                log.warning(
+                    "two folders claim deployment %s: %s and %s; keeping the first",
+                    state.deployment_id,
+                    existing[state.deployment_id].folder,
+                    folder,
+                )
+                continue
+            existing[state.deployment_id] = _Existing(folder=folder, state=state, files=other)
+        return existing
+
+    @staticmethod
+    def _drifted(old: _Existing) -> bool:
+        recorded = {k: v for k, v in old.state.files.items() if k != STATE_FILE}
+        return recorded != old.files
+
+    def _restore_files(self, old: _Existing) -> dict[str, bytes]:
+        files = {
+            fname: self._read_blob(blob)
+            for fname, blob in old.state.files.items()
+            if fname != STATE_FILE
+        }
+        files[STATE_FILE] = old.state.to_bytes()
+        return files
+
+    def _diff(
+        self,
+        repo: Repo,
+        tree: dict[str, str],
+        write: Mapping[str, bytes],
+        delete: Sequence[str],
+        kind: str,
+    ) -> str:
+        chunks: list[str] = []
+        for path in sorted(write):
+            if PurePosixPath(path).name == STATE_FILE:
+                continue
+            new = write[path]
+            old_blob = tree.get(path)
+            old = repo.read_blob(old_blob) if old_blob else b""
+            if PurePosixPath(path).name.startswith("secret-"):
+                if old != new:
+                    chunks.append(f"~ {path}: encrypted secret would be re-sealed\n")
+                continue
+            chunks.extend(
+                difflib.unified_diff(
+                    old.decode("utf-8", "replace").splitlines(keepends=True),
+                    new.decode("utf-8", "replace").splitlines(keepends=True),
+                    fromfile=f"a/{path}" if old_blob else "/dev/null",
+                    tofile=f"b/{path}",
+                )
+            )
+        for path in delete:
+            removed = sorted(p for p in tree if p == path or p.startswith(path + "/"))
+            for p in removed:
+                chunks.append(f"- {p} (deleted)\n")
+        return "".join(chunks)
+
+
+def invalid_as_failed(errors: Iterable[InvalidDeployment]) -> list[Outcome]:
+    return [
+        Outcome(
+            target="-",
+            namespace="-",
+            deployment_id=e.deployment_id,
+            name=e.deployment_name,
+            action="failed",
+            error=str(e),
+        )
+        for e in errors
+    ]

@@ -1,0 +1,272 @@
+"""Wiring for the long-running commands: `run`, `diff`, `status`, `rekey`.
+
+Builds a `Reconciler` from settings with the real collaborators (control
+plane client, git writer, kustomize validation), runs the poll loop with
+clean shutdown on SIGTERM/SIGINT, serves health and metrics, and keeps the
+last cycle's per-deployment results in `<workdir>/status.json` for `status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bridge.config import Settings, Target
+from bridge.errors import BridgeError, ConfigError, ControlPlaneError, DeploymentError
+from bridge.models import Deployment, Listener
+from bridge.reconciling import CycleReport, Reconciler, Repo
+
+log = logging.getLogger("bridge.run")
+STATUS_FILE = "status.json"
+
+
+def parse_shard(value: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """`I/N` from --shard or BRIDGE_SHARD; also `<name>-<ordinal>` with BRIDGE_SHARD_COUNT
+    (a StatefulSet pod name), so N replicas split targets with no coordination."""
+    env = os.environ if env is None else env
+    value = value or env.get("BRIDGE_SHARD")
+    if not value:
+        return None
+    m = re.fullmatch(r"(\d+)/(\d+)", value.strip())
+    if m:
+        index, count = int(m.group(1)), int(m.group(2))
+    else:
+        ordinal = re.fullmatch(r".*?-(\d+)", value.strip())
+        count_text = env.get("BRIDGE_SHARD_COUNT", "")
+        if not ordinal or not count_text.isdigit():
+            raise ConfigError(
+                f"--shard/BRIDGE_SHARD has value {value!r}; allowed: I/N (e.g. 0/3), or a "
+                "StatefulSet pod name like bridge-2 together with BRIDGE_SHARD_COUNT"
+            )
+        index, count = int(ordinal.group(1)), int(count_text)
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(
+            f"--shard has value {value!r}; allowed: I/N with 0 <= I < N (e.g. 0/3, 1/3, 2/3)"
+        )
+    return index, count
+
+
+class Validator:
+    """Builds and schema-checks rendered roots in a scratch dir before they are committed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, roots: dict[str, dict[str, bytes]]) -> dict[str, list[str]]:
+        from bridge.rendering.validation import validate_roots
+        from bridge.schemas import default_schema_dir
+
+        with tempfile.TemporaryDirectory(prefix="gitops-bridge-validate-") as tmp:
+            base = Path(tmp)
+            for folder, files in roots.items():
+                root = base / folder
+                root.mkdir(parents=True, exist_ok=True)
+                for name, data in files.items():
+                    (root / name).write_bytes(data)
+            return validate_roots(
+                base,
+                sorted(roots),
+                kubernetes_version=self.settings.render.kubernetes_version,
+                schema_dir=default_schema_dir(),
+            )
+
+
+def make_reconciler(
+    settings: Settings,
+    *,
+    allow_mass_delete: bool = False,
+    dry_run: bool = False,
+    force_reseal: bool = False,
+    shard: tuple[int, int] | None = None,
+    metrics: Any = None,
+    validate: bool = True,
+    transport: Any = None,
+) -> tuple[Reconciler, Callable[[], None]]:
+    """A reconciler with the real collaborators, and a function that closes them."""
+    from bridge.controlplane.client import ControlPlaneClient
+    from bridge.publishing.repo import TargetRepo
+
+    client = ControlPlaneClient.from_settings(
+        settings.control_plane,
+        transport=transport,
+        on_response=metrics.control_plane_request if metrics is not None else None,
+    )
+
+    def list_deployments() -> tuple[Listener, Sequence[Deployment], Sequence[DeploymentError]]:
+        listing = client.list_listener_deployments()
+        return listing.listener, listing.deployments, listing.invalid
+
+    def open_repo(target: Target) -> Repo:
+        repo: Repo = TargetRepo(target, settings.git)
+        return repo
+
+    def on_event(name: str, data: Mapping[str, object]) -> None:
+        if metrics is None:
+            return
+        if name == "commit":
+            metrics.commit(str(data["target"]), str(data["kind"]))
+        elif name == "push":
+            metrics.push(str(data["target"]), str(data["outcome"]))
+
+    reconciler = Reconciler(
+        settings,
+        list_deployments=list_deployments,
+        open_repo=open_repo,
+        allow_mass_delete=allow_mass_delete,
+        dry_run=dry_run,
+        force_reseal=force_reseal,
+        shard=shard,
+        validate=Validator(settings) if validate else None,
+        on_event=on_event,
+    )
+    return reconciler, client.close
+
+
+def write_status(settings: Settings, report: CycleReport, finished: float) -> None:
+    """Keep the last cycle's results where `status` finds them (never secrets)."""
+    workdir = settings.git.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+        "outcomes": [
+            {k: v for k, v in asdict(o).items() if k != "diff"}
+            for o in sorted(report.outcomes, key=lambda o: (o.namespace, o.name, o.deployment_id))
+        ],
+        "targets": [
+            {
+                "namespace": t.target.namespace,
+                "repo": t.target.repo,
+                "branch": t.target.branch,
+                "pushed": t.pushed,
+                "commits": t.commits,
+                "error": str(t.error) if t.error else None,
+            }
+            for t in report.targets
+        ],
+        "warnings": report.warnings,
+    }
+    tmp = workdir / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, workdir / STATUS_FILE)
+
+
+def read_status(settings: Settings) -> dict[str, Any]:
+    path = settings.git.workdir / STATUS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def summarize(report: CycleReport) -> str:
+    counts: dict[str, int] = {}
+    for o in report.outcomes:
+        counts[o.action] = counts.get(o.action, 0) + 1
+    parts = [f"{n} {action}" for action, n in sorted(counts.items())]
+    pushed = sum(1 for t in report.targets if t.pushed)
+    return f"cycle: {', '.join(parts) or 'no deployments'}; {pushed} target(s) pushed"
+
+
+class Stopper:
+    """SIGTERM/SIGINT finish the current step, then the loop exits cleanly."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; finishing the current step", signal.Signals(signum).name)
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_loop(
+    settings: Settings,
+    *,
+    once: bool,
+    listen: str | None,
+    shard: tuple[int, int] | None,
+    allow_mass_delete: bool,
+    quiet: bool = False,
+) -> int:
+    """`gitops-bridge run`: returns the exit code (SPEC §3)."""
+    from bridge.metrics import Health, Metrics
+
+    metrics = Metrics()
+    health = Health(poll_interval=settings.control_plane.poll_interval)
+    server = None
+    if listen:
+        from bridge.serving import start_server
+
+        server = start_server(listen, health, metrics.registry)
+        log.info("serving /healthz, /readyz and /metrics on %s", server.address)
+    stopper = Stopper()
+    stopper.install()
+    reconciler, close = make_reconciler(
+        settings,
+        allow_mass_delete=allow_mass_delete,
+        shard=shard,
+        metrics=metrics,
+    )
+    last_code = 0
+    last_error_text: str | None = None
+    try:
+        while True:
+            started = time.time()
+            try:
+                report = reconciler.run_cycle()
+            except ControlPlaneError as e:
+                # Logged once per cycle; the client logged retries at debug level.
+                text = str(e)
+                if text != last_error_text:
+                    log.error("control plane: %s; nothing changed this cycle", e)
+                else:
+                    log.warning("control plane still failing; nothing changed this cycle")
+                last_error_text = text
+                health.cycle_failed(time.time(), "control plane: " + type(e).__name__)
+                metrics.observe_cycle(time.time() - started)
+                last_code = e.exit_code
+                if once:
+                    raise
+            else:
+                last_error_text = None
+                finished = time.time()
+                metrics.observe_cycle(finished - started)
+                metrics.record_report(report)
+                write_status(settings, report, finished)
+                last_code = report.exit_code()
+                if any(t.error for t in report.targets):
+                    health.cycle_failed(finished, "git: some targets failed")
+                else:
+                    health.cycle_succeeded(finished)
+                log.info("%s", summarize(report), extra={"event": "cycle"})
+            if once or stopper.event.is_set():
+                return last_code if once else 0
+            if stopper.event.wait(settings.control_plane.poll_interval):
+                return 0
+    except BridgeError:
+        raise
+    finally:
+        stopper.restore()
+        close()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,241 @@
+"""End-to-end reconcile cycles: real control plane over HTTP, real git remotes,
+real kustomize and sops. Each test states one promise of SPEC §5-6."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.commits import TRAILER_KEYS, parse
+from bridge.state import STATE_FILE
+from tests.leakscan import scan_repo
+from tests.reconcile.world import World, git, make_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with make_world(tmp_path) as w:
+        yield w
+
+
+def test_create_makes_one_commit_per_deployment_with_exact_trailers(world: World) -> None:
+    a = world.create("alpha", secrets_={"OPENAI_API_KEY": "sk-" + "a1b2c3d4" * 4})
+    b = world.create("beta", resource_spec={"min_scale": 1, "max_scale": 3})
+    report = world.cycle()
+    assert report.exit_code() == 0, [o.error for o in report.outcomes]
+    commits = world.log()
+    assert len(commits) == 2
+    parsed = [parse(c.split("\x00", 2)[2]) for c in commits]
+    assert all(p is not None for p in parsed)
+    by_id = {p.deployment_id: p for p in parsed if p}
+    assert set(by_id) == {a["id"], b["id"]}
+    for dep in (a, b):
+        p = by_id[dep["id"]]
+        assert list(p.trailers) == list(TRAILER_KEYS)
+        assert p.trailers["Revision-Id"] == dep["latest_revision_id"]
+        assert p.trailers["Listener-Id"] == world.listener_id
+        assert p.trailers["Cluster"] == "test-cluster"
+        assert p.trailers["Namespace"] == "agents"
+        assert p.kind == "deploy"
+        assert p.image == "registry.example.com/acme/agent:1.0.0"
+    # Each commit touches only its own folder plus the shared namespace files.
+    for commit in commits:
+        sha = commit.split("\x00")[0]
+        p = parse(commit.split("\x00", 2)[2])
+        assert p is not None
+        files = git("show", "--name-only", "--format=", sha, cwd=world.remotes["agents"]).split()
+        own = f"test-cluster/agents/{p.name}/"
+        assert all(
+            f.startswith(own) or f in ("test-cluster/agents/kustomization.yaml", "README.md")
+            for f in files
+        ), files
+    # Author from config.
+    authors = set(
+        git("log", "--format=%an <%ae>|%cn <%ce>", "main", cwd=world.remotes["agents"]).split("\n")
+    ) - {""}
+    assert authors == {
+        "GitOps Bridge Test <bridge@test.invalid>|GitOps Bridge Test <bridge@test.invalid>"
+    }
+    assert [] == scan_repo(
+        world.remotes["agents"], [*world.secret_values, world.api_key, world.bridge_key]
+    )
+
+
+def test_unchanged_cycle_makes_no_commit_and_no_push(world: World) -> None:
+    world.create("alpha", secrets_={"TOKEN": "tok-" + "z9y8x7w6" * 4})
+    assert world.cycle().exit_code() == 0
+    head = world.head()
+    reflog = git("reflog", "show", "--format=%H", "main", cwd=world.remotes["agents"])
+    report = world.cycle()
+    assert report.exit_code() == 0
+    assert {o.action for o in report.outcomes} == {"unchanged"}
+    assert not any(t.pushed for t in report.targets)
+    assert world.head() == head
+    assert git("reflog", "show", "--format=%H", "main", cwd=world.remotes["agents"]) == reflog
+    # A restart on a fresh machine (empty workdir) reads the state back: still nothing.
+    report = world.cycle(world.settings(**{"git.workdir": str(world.root / "fresh-workdir")}))
+    assert {o.action for o in report.outcomes} == {"unchanged"}
+    assert world.head() == head
+
+
+def test_image_change_is_one_commit_touching_only_that_folder(world: World) -> None:
+    a = world.create("alpha", secrets_={"TOKEN": "tok-" + "q1w2e3r4" * 4})
+    world.create("beta")
+    world.cycle()
+    before = world.head()
+    world.admin.patch_deployment(
+        a["id"], {"source_revision_config": {"image_uri": "registry.example.com/acme/agent:2.0.0"}}
+    )
+    report = world.cycle()
+    assert report.exit_code() == 0
+    assert git("rev-list", "--count", f"{before}..main", cwd=world.remotes["agents"]).strip() == "1"
+    files = git("diff", "--name-only", before, "main", cwd=world.remotes["agents"]).split()
+    assert files and all(f.startswith("test-cluster/agents/alpha/") for f in files), files
+    # The revision changes the API server and workers only; secrets are not re-encrypted.
+    names = {Path(f).name for f in files}
+    assert names <= {"agent-server.yaml", "queue-worker.yaml", STATE_FILE}, names
+    assert world.subjects()[0].startswith(
+        "deploy(agents/alpha): registry.example.com/acme/agent:2.0.0 [revision "
+    )
+
+
+def test_delete_commit_and_mass_delete_guard(world: World) -> None:
+    deps = [world.create(n) for n in ("alpha", "beta", "gamma")]
+    world.cycle()
+    world.admin.delete_deployment(deps[0]["id"])
+    report = world.cycle()
+    assert report.exit_code() == 0
+    assert world.subjects()[0] == "delete(agents/alpha)"
+    tree = git("ls-tree", "-r", "--name-only", "main", cwd=world.remotes["agents"])
+    assert "test-cluster/agents/alpha/" not in tree
+    assert (
+        b"alpha"
+        not in git(
+            "show", "main:test-cluster/agents/kustomization.yaml", cwd=world.remotes["agents"]
+        ).encode()
+    )
+    # Deleting both remaining ones (2 of 2) is more than half: refused, nothing deleted.
+    head = world.head()
+    for dep in deps[1:]:
+        world.admin.delete_deployment(dep["id"])
+    report = world.cycle()
+    assert report.exit_code() == 1
+    refused = [o for o in report.outcomes if o.action == "refused"]
+    assert {o.name for o in refused} == {"beta", "gamma"}
+    assert "2 of 2" in (refused[0].error or "")
+    assert world.head() == head
+    report = world.cycle(allow_mass_delete=True)
+    assert report.exit_code() == 0
+    assert world.subjects()[:2] == ["delete(agents/gamma)", "delete(agents/beta)"]
+
+
+def test_manual_edit_is_restored_and_foreign_files_are_untouched(world: World) -> None:
+    world.create("alpha", secrets_={"TOKEN": "tok-" + "m1n2b3v4" * 4})
+    world.cycle()
+    clone = world.clone()
+    target = clone / "test-cluster/agents/alpha/agent-server.yaml"
+    original = target.read_bytes()
+    target.write_text("tampered: true\n")
+    (clone / "test-cluster/agents/alpha/extra.yaml").write_text("x: 1\n")
+    (clone / "docs").mkdir()
+    (clone / "docs/notes.md").write_text("ours, not the bridge's\n")
+    git("add", "-A", cwd=clone)
+    git("commit", "-qm", "hand edit", cwd=clone)
+    git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    report = world.cycle()
+    assert report.exit_code() == 0
+    assert world.subjects()[0] == "restore(agents/alpha): undo manual edit"
+    check = world.clone()
+    assert (check / "test-cluster/agents/alpha/agent-server.yaml").read_bytes() == original
+    assert not (check / "test-cluster/agents/alpha/extra.yaml").exists()
+    assert (check / "docs/notes.md").read_text() == "ours, not the bridge's\n"
+    # The human commit stays in history: nothing was force-pushed.
+    assert "hand edit" in world.subjects()
+
+
+def test_concurrent_pusher_is_kept_and_bridge_retries(world: World) -> None:
+    world.create("alpha")
+    world.cycle()
+    from bridge.running import make_reconciler
+
+    settings = world.settings()
+    reconciler, close = make_reconciler(settings)
+    clone = world.clone()
+    original_list = reconciler.list_deployments
+    pushed_by_human = []
+
+    def list_then_race():  # type: ignore[no-untyped-def]
+        # A human pushes right after the bridge listed: the bridge's push is rejected.
+        result = original_list()
+        if not pushed_by_human:
+            (clone / "human.txt").write_text("hello\n")
+            git("add", "-A", cwd=clone)
+            git("commit", "-qm", "human change", cwd=clone)
+            git("push", "-q", "origin", "HEAD:main", cwd=clone)
+            pushed_by_human.append(True)
+        return result
+
+    reconciler.list_deployments = list_then_race  # type: ignore[method-assign]
+    world.create("beta")
+    reconciler.sleep = lambda _s: None
+    try:
+        report = reconciler.run_cycle()
+    finally:
+        close()
+    assert report.exit_code() == 0
+    subjects = world.subjects()
+    assert "human change" in subjects
+    assert subjects[0].startswith("deploy(agents/beta)")
+    assert subjects.count(next(s for s in subjects if s.startswith("deploy(agents/beta)"))) == 1
+
+
+def test_diff_writes_nothing_and_shows_changes(world: World) -> None:
+    world.create("alpha")
+    config = world.write_config()
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "diff", "--config", str(config), "--no-color"],
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "agents/alpha" in out.stdout
+    assert "+++ b/test-cluster/agents/alpha/agent-server.yaml" in out.stdout
+    assert world.head() == ""  # nothing pushed
+
+
+def test_status_json_matches_the_repo(world: World) -> None:
+    import json
+
+    a = world.create("alpha")
+    config = world.write_config()
+    run = subprocess.run(
+        [sys.executable, "-m", "bridge", "run", "--once", "--config", str(config)],
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--config", str(config), "--output", "json"],
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["deployments"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["id"] == a["id"]
+    assert row["wantedRevision"] == a["latest_revision_id"]
+    assert row["committedRevision"] == a["latest_revision_id"]
+    assert row["pushed"] is True
+    assert row["commit"] == world.head()
+    assert row["lastError"] is None
