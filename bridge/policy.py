@@ -19,11 +19,37 @@ from bridge.models import Deployment
 DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
 
 
+def _split(reference: str) -> tuple[str, str]:
+    """(registry host[:port], repository path) with docker's defaults applied.
+
+    `busybox` -> (docker.io, library/busybox); `ghcr.io/acme/x:1@sha256:..` ->
+    (ghcr.io, acme/x). A first component is a host only if it has a dot, a
+    port or is localhost, as docker decides.
+    """
+    ref = reference.split("@", 1)[0]
+    first, sep, rest = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        host, path = first.lower(), rest
+    else:
+        host, path = "docker.io", ref
+    head, slash, last = path.rpartition("/")
+    path = head + slash + last.split(":", 1)[0]  # drop the tag
+    if host == "docker.io" and "/" not in path and path:
+        path = "library/" + path
+    return host, path.strip("/")
+
+
 def registry_allowed(image: str, allowed: tuple[str, ...]) -> bool:
-    """`registry.example.com` allows `registry.example.com/x:1`, never `registry.example.com.evil/x`."""
+    """Host-exact, path-prefix match by component: `registry.example.com` allows
+    `registry.example.com/x:1`, never `registry.example.com.evil.io/x` nor
+    `registry.example.com:5000/x`; `ghcr.io/acme` never allows `ghcr.io/acmecorp/x`."""
+    host, path = _split(image)
     for entry in allowed:
-        prefix = entry.rstrip("/")
-        if image == prefix or image.startswith((prefix + "/", prefix + ":", prefix + "@")):
+        first, sep, rest = entry.strip().rstrip("/").partition("/")
+        entry_host, entry_path = first.lower(), rest if sep else ""
+        if host != entry_host:
+            continue
+        if not entry_path or path == entry_path or path.startswith(entry_path + "/"):
             return True
     return False
 
