@@ -37,7 +37,14 @@ Every bridge commit has the subject `deploy(<namespace>/<name>): <image> [revisi
 `Bridge-Version`. To answer "who deployed what, when, from which revision":
 
     git log --format='%h %ad %an%n  %s%n%(trailers)' -- {ns_dir}
-    gitops-bridge audit --config bridge.yaml --namespace {target.namespace}
+    gitops-bridge audit --config bridge.yaml --namespace {target.namespace} --output markdown
+
+When the bridge signs its commits, verify them with the bridge's public key:
+`git verify-commit <sha>` (SSH: with `gpg.ssh.allowedSignersFile` listing the
+bridge's identity; OpenPGP: with its key in your keyring) and check that the
+signer is the bridge, not just any trusted key — `gitops-bridge audit
+--allowed-signers FILE` does both for every commit and reports commits on these
+folders that the bridge did not make.
 
 Preview one deployment: `kubectl kustomize {ns_dir}/<name>`.
 """
