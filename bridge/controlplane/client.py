@@ -282,6 +282,12 @@ class ControlPlaneClient:
     def delete_deployment(self, deployment_id: str) -> None:
         self._admin("DELETE", f"/v2/deployments/{deployment_id}", want_body=False)
 
+    def redeploy(self, deployment_id: str, revision_id: str) -> dict[str, Any]:
+        """A new revision with the config of an earlier one (a rollback)."""
+        return self._admin(
+            "POST", f"/v2/deployments/{deployment_id}/revisions/{revision_id}/redeploy"
+        )
+
     def list_revisions(self, deployment_id: str) -> list[dict[str, Any]]:
         """Every revision of a deployment, newest first."""
         revisions: list[dict[str, Any]] = []

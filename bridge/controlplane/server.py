@@ -579,6 +579,20 @@ def create_api(store: Store, faults: FaultBook | None = None) -> FastAPI:
             raise _not_found("Revision", revision_id)
         return doc
 
+    @api.post("/v2/deployments/{deployment_id}/revisions/{revision_id}/redeploy")
+    def redeploy_revision(deployment_id: uuid.UUID, revision_id: uuid.UUID) -> Doc:
+        """Roll back (or forward) to an earlier revision: a new revision with its config."""
+        doc = _deployment(deployment_id)
+        old = store.get_revision(str(deployment_id), str(revision_id))
+        if old is None:
+            raise _not_found("Revision", revision_id)
+        image_uri = old["source_revision_config"]["image_uri"]
+        doc["source_revision_config"] = _revision_config(image_uri)
+        revision = _new_revision(doc, image_uri)
+        doc["updated_at"] = _now()
+        store.update_deployment(doc, revision)
+        return doc
+
     # -- fault injection (tests only)
 
     if faults is not None:

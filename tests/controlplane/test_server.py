@@ -402,3 +402,25 @@ def test_serve_blocks_prints_a_random_key_and_stops_on_sigint(tmp_path: Path) ->
         _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert db.exists()
+
+
+def test_redeploy_makes_a_new_revision_with_the_old_config(plane: Plane) -> None:
+    listener = plane.admin.create_listener("c-redeploy", ["agents"])
+    dep = plane.admin.create_deployment(deployment_body("roll", listener["id"], image="r.io/a:1"))
+    first = dep["latest_revision_id"]
+    plane.admin.patch_deployment(dep["id"], {"source_revision_config": {"image_uri": "r.io/a:2"}})
+    back = plane.admin.redeploy(dep["id"], first)
+    assert back["source_revision_config"]["image_uri"] == "r.io/a:1"
+    assert back["latest_revision_id"] not in (first, dep["latest_revision_id"])
+    revisions = plane.admin.list_revisions(dep["id"])
+    assert [r["source_revision_config"]["image_uri"] for r in revisions] == [
+        "r.io/a:1",
+        "r.io/a:2",
+        "r.io/a:1",
+    ]
+    with plane.raw() as raw:
+        missing = raw.post(
+            f"/v2/deployments/{dep['id']}/revisions/00000000-0000-4000-8000-000000000009/redeploy"
+        )
+        assert missing.status_code == 404
+        assert missing.json()["detail"].startswith("Revision ID")

@@ -1,0 +1,112 @@
+"""Configuration (SPEC §4): typed, validated at load; every error names the key,
+the value and what is allowed, exits 2, and never shows the API key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+API_KEY = "lsv2_pt_supersecretvalue_0123456789"
+ENV = {"LANGSMITH_API_KEY": API_KEY, "GITOPS_BRIDGE_KEY": "k" * 64}
+LISTENER = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+
+
+def base() -> dict[str, Any]:
+    return {
+        "controlPlane": {"url": "https://api.host.langchain.com", "listenerId": LISTENER},
+        "targets": [{"namespace": "agents", "repo": "file:///srv/git/agents.git"}],
+    }
+
+
+def write(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_defaults_and_types(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, base()), env=ENV)
+    assert s.control_plane.poll_interval == 15 and s.control_plane.timeout == 10
+    assert s.control_plane.api_key.reveal() == API_KEY
+    assert API_KEY not in repr(s) and API_KEY not in str(s.control_plane)
+    assert s.targets[0].branch == "main" and s.targets[0].path == ""
+    assert s.secrets.provider == "none"
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    env = {
+        **ENV,
+        "BRIDGE_CONTROL_PLANE_POLL_INTERVAL": "30",
+        "BRIDGE_SECRETS_PROVIDER": "sops",
+        "BRIDGE_SECRETS_SOPS_AGE_RECIPIENTS": "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
+        "BRIDGE_TARGETS": '[{"namespace": "x", "repo": "file:///r.git", "branch": "prod"}]',
+    }
+    s = load_settings(write(tmp_path, base()), env=env)
+    assert s.control_plane.poll_interval == 30
+    assert s.secrets.provider == "sops" and len(s.secrets.age_recipients) == 1
+    assert [(t.namespace, t.branch) for t in s.targets] == [("x", "prod")]
+
+
+INVALID = [
+    ("controlPlane.url", {"controlPlane": {"url": "ftp://x"}}, "ftp://x"),
+    ("controlPlane.listenerId", {"controlPlane": {"listenerId": "nope"}}, "nope"),
+    ("controlPlane.pollInterval", {"controlPlane": {"pollInterval": 0}}, "0"),
+    ("controlPlane.timeout", {"controlPlane": {"timeout": "soon"}}, "soon"),
+    ("targets", {"targets": []}, "allowed"),
+    ("targets[0].namespace", {"targets": [{"namespace": "../x", "repo": "file:///r"}]}, "../x"),
+    ("git.authorEmail", {"git": {"authorEmail": "not an email"}}, "not an email"),
+    ("git.signing.format", {"git": {"signing": {"format": "pgp"}}}, "pgp"),
+    ("secrets.provider", {"secrets": {"provider": "vault"}}, "vault"),
+    ("render.nJobsPerWorker", {"render": {"nJobsPerWorker": 0}}, "0"),
+    ("bogusKey", {"bogusKey": 1}, "unknown key"),
+]
+
+
+def merge(doc: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(doc.get(k), dict):
+            merge(doc[k], v)
+        else:
+            doc[k] = v
+    return doc
+
+
+@pytest.mark.parametrize(("key", "patch", "shown"), INVALID, ids=[i[0] for i in INVALID])
+def test_every_invalid_value_names_key_value_and_allowed(
+    tmp_path: Path, key: str, patch: dict[str, Any], shown: str
+) -> None:
+    path = write(tmp_path, merge(base(), patch))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env=ENV)
+    text = str(info.value)
+    assert f"`{key}`" in text or key.split(".")[0] in text
+    assert shown in text
+    assert "allowed" in text
+    assert API_KEY not in text
+
+
+def test_missing_api_key_names_the_env_var(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="LANGSMITH_API_KEY"):
+        load_settings(write(tmp_path, base()), env={})
+
+
+def test_cli_exits_2_and_never_prints_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, merge(base(), {"controlPlane": {"pollInterval": -5}}))
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "deployments", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **ENV},
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "controlPlane.pollInterval" in done.stderr and "-5" in done.stderr
+    assert API_KEY not in done.stdout + done.stderr
