@@ -329,6 +329,7 @@ def run(
         shard=parse_shard(shard),
         allow_mass_delete=allow_mass_delete,
         quiet=bool(ctx.obj.get("quiet")),
+        log_format=str(ctx.obj.get("log_format", "text")),
     )
     if code:
         raise ExitCode(code)

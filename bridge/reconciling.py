@@ -414,7 +414,12 @@ class Reconciler:
         validated: dict[str, list[str]] = {}
         pending: list[tuple[Deployment, str, dict[str, bytes], DeploymentState, str]] = []
 
-        for dep in sorted(live, key=lambda d: (names[d.id], d.id)):
+        ordered = sorted(live, key=lambda d: (names[d.id], d.id))
+        for position, dep in enumerate(ordered, 1):
+            # Progress of the expensive part (planning renders what changed).
+            self.on_event(
+                "progress", {"target": target.namespace, "done": position, "total": len(ordered)}
+            )
             outcome = Outcome(
                 target=target.namespace,
                 namespace=target.namespace,

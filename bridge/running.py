@@ -92,6 +92,7 @@ def make_reconciler(
     metrics: Any = None,
     validate: bool = True,
     transport: Any = None,
+    progress: Any = None,
 ) -> tuple[Reconciler, Callable[[], None]]:
     """A reconciler with the real collaborators, and a function that closes them."""
     from bridge.controlplane.client import ControlPlaneClient
@@ -112,6 +113,8 @@ def make_reconciler(
         return repo
 
     def on_event(name: str, data: Mapping[str, object]) -> None:
+        if progress is not None:
+            progress.on_event(name, data)
         if metrics is None:
             return
         if name == "commit":
@@ -207,6 +210,7 @@ def run_loop(
     shard: tuple[int, int] | None,
     allow_mass_delete: bool,
     quiet: bool = False,
+    log_format: str = "text",
 ) -> int:
     """`gitops-bridge run`: returns the exit code (SPEC §3)."""
     from bridge.metrics import Health, Metrics
@@ -221,11 +225,14 @@ def run_loop(
         log.info("serving /healthz, /readyz and /metrics on %s", server.address)
     stopper = Stopper()
     stopper.install()
+    from bridge.progress import Progress
+
     reconciler, close = make_reconciler(
         settings,
         allow_mass_delete=allow_mass_delete,
         shard=shard,
         metrics=metrics,
+        progress=Progress.for_terminal(quiet=quiet, log_format=log_format),
     )
     last_code = 0
     last_error_text: str | None = None
