@@ -192,3 +192,73 @@ def test_unsigned_bridge_commits_are_findings_when_signing_is_expected(
     code, doc, _ = audit(world, allowed)
     assert code == 1
     assert [f["type"] for f in doc["findings"]] == ["unsigned"]
+
+
+def test_openpgp_signed_history_is_verified_against_the_configured_key(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("gpg") is None:
+        pytest.skip("gpg is not installed")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
+    try:
+        subprocess.run(
+            [
+                "gpg",
+                "--batch",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                "GitOps Bridge <bridge@test.invalid>",
+                "ed25519",
+                "sign",
+                "never",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        listing = subprocess.run(
+            ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+        (tmp_path / "w").mkdir()
+        with make_world(tmp_path / "w", namespaces=("agents",)) as world:
+            world.config_overrides["git.signing"] = {
+                "format": "openpgp",
+                "key": fpr,
+                "gnupgHome": str(home),
+            }
+            world.create("alpha")
+            assert world.cycle().exit_code() == 0
+            config = world.write_config()
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "audit",
+                    "--config",
+                    str(config),
+                    "--output",
+                    "json",
+                ],
+                capture_output=True,
+                text=True,
+                env=world.env,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            doc = json.loads(done.stdout)
+            sig = doc["deployments"][0]["history"][0]["signature"]
+            assert sig["status"] == "good" and sig["verified"] is True
+            assert fpr.endswith(sig["key"])
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
