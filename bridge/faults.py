@@ -3,8 +3,18 @@
 `GITOPS_BRIDGE_CRASH_AT=<point>[:<n>]` makes the process SIGKILL itself the
 n-th time (default: the first) it reaches `<point>`, so tests can prove that a
 crash anywhere converges on the next run. Without the variable a checkpoint
-is one dict lookup. Points: before-commit, between-commits, before-push,
-during-push, after-push, writing-files.
+is one dict lookup. Points:
+
+- `writing-files`   (publishing) blobs and tree written to the clone, no commit yet
+- `before-commit`   (reconciling) a target's changes planned, nothing committed
+- `between-commits` (reconciling) after the n-th local commit of a target
+- `before-push`     (reconciling) every commit of a target made, not pushed
+- `during-push`     (reconciling) 50 ms into the push (tests slow the remote with a hook)
+- `after-push`      (reconciling) the remote has the commits, the cycle has not finished
+
+A crash is the whole pod dying: the git processes the bridge started (each in
+its own session, see `publishing.transport.run_git`) are killed with it, so a
+push or a ref update can be cut in half and leave its lock files behind.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 _ENV = "GITOPS_BRIDGE_CRASH_AT"
 _counts: dict[str, int] = {}
@@ -26,26 +37,49 @@ def _wanted() -> tuple[str, int] | None:
     return point, int(nth) if nth.isdigit() else 1
 
 
-def checkpoint(point: str) -> None:
+def _hit(point: str) -> bool:
     wanted = _wanted()
     if wanted is None or wanted[0] != point:
-        return
+        return False
     with _lock:
         _counts[point] = _counts.get(point, 0) + 1
-        hit = _counts[point] == wanted[1]
-    if hit:
-        os.kill(os.getpid(), signal.SIGKILL)
+        return _counts[point] == wanted[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc (Linux); [] where there is no /proc."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.parent.name))
+    return found
+
+
+def die() -> None:
+    """SIGKILL this process and the process groups of its children, as a pod kill would."""
+    for child in _children(os.getpid()):
+        for kill in (os.killpg, os.kill):  # a child in its own session leads its group
+            try:
+                kill(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def checkpoint(point: str) -> None:
+    if _hit(point):
+        die()
 
 
 def crash_soon(point: str, delay: float) -> None:
     """For points inside a long operation (a push): die `delay` seconds after reaching it."""
-    wanted = _wanted()
-    if wanted is None or wanted[0] != point:
-        return
-    with _lock:
-        _counts[point] = _counts.get(point, 0) + 1
-        hit = _counts[point] == wanted[1]
-    if hit:
-        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))
+    if _hit(point):
+        timer = threading.Timer(delay, die)
         timer.daemon = True
         timer.start()

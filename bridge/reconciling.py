@@ -12,10 +12,16 @@ Guarantees kept here:
 - A deployment that cannot be reconciled (malformed, policy, secrets,
   validation) is reported by name and id and keeps its last good commit; the
   others go on.
-- Deletions only from a complete listing, and never more than half of a
-  target's deployments without `allow_mass_delete`.
+- Deletions only from a complete listing, never more than half of a
+  target's deployments without `allow_mass_delete`, and only of deployments
+  the control plane confirms are gone (`confirm_gone`): offset paging can
+  skip a record without any sign.
 - A rejected push: fetch, recompute on the new head, retry with jittered
-  backoff; never force.
+  backoff; never force. Plans and validations are reused within a cycle, so
+  a retry's fetch-to-push window stays short.
+- A local clone found damaged is cloned again and the target retried once,
+  in the same cycle. A remote branch rewritten by force stops that target
+  (HistoryRewritten, logged critical); the others go on.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal, Protocol
@@ -35,10 +41,12 @@ from bridge.commits import CommitInfo
 from bridge.config import Settings, Target
 from bridge.errors import (
     BridgeError,
+    ControlPlaneError,
     DeploymentError,
     GitError,
     HistoryRewritten,
     InvalidDeployment,
+    LocalCloneBroken,
     MassDeleteRefused,
     PushRejected,
     SecretsError,
@@ -56,6 +64,7 @@ Action = Literal[
     "unchanged", "deployed", "restored", "rekeyed", "deleted", "failed", "refused", "would-change"
 ]
 ESCROW_POSTGRES = "postgres-password"
+SECRET_MAX_BYTES = 1024 * 1024  # Kubernetes' limit on a Secret's data
 
 
 def blob_id(data: bytes) -> str:
@@ -174,9 +183,13 @@ class Reconciler:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         on_event: Callable[[str, Mapping[str, object]], None] | None = None,
+        confirm_gone: Callable[[Sequence[str]], Collection[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.list_deployments = list_deployments
+        # Asks the control plane whether deployments missing from a listing are
+        # really gone (None: the listing's word is taken, e.g. in unit tests).
+        self.confirm_gone = confirm_gone
         self.open_repo = open_repo
         self.allow_mass_delete = allow_mass_delete
         self.dry_run = dry_run
@@ -187,6 +200,11 @@ class Reconciler:
         self.rng = rng or random.Random()  # noqa: S311 - backoff jitter, not security
         self.on_event = on_event or (lambda _name, _data: None)
         self._state_cache: dict[str, DeploymentState] = {}
+        self._states_seen: set[str] = set()  # state blobs read this cycle
+        # Per cycle (cleared by run_cycle): plans and validation results by input,
+        # so push retries within a cycle neither re-render nor re-validate.
+        self._plans: dict[object, tuple[str, dict[str, bytes], DeploymentState]] = {}
+        self._validated: dict[tuple[str, str], list[str]] = {}
         self._sealer: Sealer | None = None
         self._sealer_loaded = False
 
@@ -194,6 +212,20 @@ class Reconciler:
 
     def run_cycle(self) -> CycleReport:
         """One cycle over every owned target. Raises ControlPlaneError if listing fails."""
+        self._states_seen.clear()
+        try:
+            report = self._run_cycle()
+        finally:
+            self._plans.clear()
+            self._validated.clear()
+        # Keep only the states of folders that still exist: memory follows the
+        # number of deployments, not the number of revisions ever seen.
+        self._state_cache = {
+            blob: state for blob, state in self._state_cache.items() if blob in self._states_seen
+        }
+        return report
+
+    def _run_cycle(self) -> CycleReport:
         listener, deployments, invalid = self.list_deployments()
         report = CycleReport()
         for error in invalid:
@@ -255,75 +287,93 @@ class Reconciler:
     ) -> list[Outcome]:
         repo = self.open_repo(target)
         try:
-            attempts = max(1, self.settings.git.push_retries + 1)
-            for attempt in range(attempts):
-                result.head = repo.sync()
-                outcomes, changes = self._plan_target(
-                    repo, target, listener, deployments, unparsed_ids
+            try:
+                return self._publish(repo, target, listener, deployments, unparsed_ids, result)
+            except LocalCloneBroken as e:
+                # The writer has marked its clone: the next sync() moves it aside and
+                # clones again, so the cycle carries on instead of failing until the
+                # next poll. Once: a second failure is not the clone's fault.
+                log.warning(
+                    "target %s: %s; cloning again and retrying this target once",
+                    target.namespace,
+                    e,
+                    extra={"target": target.namespace},
                 )
-                if self.dry_run or not changes:
-                    return outcomes
-                if self.settings.git.signing is not None:
-                    repo.check_signing()
-                committed = 0
-                checkpoint("before-commit")
-                for index, change in enumerate(changes):
-                    if index:
-                        checkpoint("between-commits")
-                    sha = repo.commit(
-                        change.info.message(), write=change.write, delete=change.delete
-                    )
-                    change.outcome.commit = sha
-                    if sha is not None:
-                        committed += 1
-                        self.on_event(
-                            "commit", {"target": target.namespace, "kind": change.info.kind}
-                        )
-                checkpoint("before-push")
-                try:
-                    crash_soon("during-push", 0.05)
-                    result.pushed = repo.push()
-                    checkpoint("after-push")
-                    result.commits = committed
-                    self.on_event(
-                        "push",
-                        {
-                            "target": target.namespace,
-                            "outcome": "ok" if result.pushed else "nothing",
-                        },
-                    )
-                except PushRejected:
-                    self.on_event("push", {"target": target.namespace, "outcome": "rejected"})
-                    if attempt + 1 >= attempts:
-                        raise
-                    delay = min(30.0, 0.5 * 2**attempt) * (0.5 + self.rng.random())
-                    log.info(
-                        "push to %s was rejected (someone else pushed); fetching and "
-                        "re-rendering on the new head in %.1fs",
-                        target.repo,
-                        delay,
-                        extra={"target": target.namespace},
-                    )
-                    self.sleep(delay)
-                    continue
-                for change in changes:
-                    o = change.outcome
-                    log.info(
-                        "%s %s/%s -> %s",
-                        change.info.kind,
-                        o.namespace,
-                        o.name,
-                        (o.commit or "")[:12],
-                        extra=deployment_extra(o.name, o.deployment_id, target=target.namespace),
-                    )
-                return outcomes
-            raise AssertionError("unreachable")  # pragma: no cover
+                return self._publish(repo, target, listener, deployments, unparsed_ids, result)
         except GitError as e:
             if isinstance(e, HistoryRewritten):
                 log.critical("%s", e, extra={"target": target.namespace})
             raise
         finally:
             repo.close()
+
+    def _publish(
+        self,
+        repo: Repo,
+        target: Target,
+        listener: Listener,
+        deployments: list[Deployment],
+        unparsed_ids: set[str],
+        result: TargetResult,
+    ) -> list[Outcome]:
+        """Sync, plan, commit, push; a rejected push starts over on the new head."""
+        attempts = max(1, self.settings.git.push_retries + 1)
+        for attempt in range(attempts):
+            result.head = repo.sync()
+            outcomes, changes = self._plan_target(repo, target, listener, deployments, unparsed_ids)
+            if self.dry_run or not changes:
+                return outcomes
+            if self.settings.git.signing is not None:
+                repo.check_signing()
+            committed = 0
+            checkpoint("before-commit")
+            for index, change in enumerate(changes):
+                if index:
+                    checkpoint("between-commits")
+                sha = repo.commit(change.info.message(), write=change.write, delete=change.delete)
+                change.outcome.commit = sha
+                if sha is not None:
+                    committed += 1
+                    self.on_event("commit", {"target": target.namespace, "kind": change.info.kind})
+            checkpoint("before-push")
+            try:
+                crash_soon("during-push", 0.05)
+                result.pushed = repo.push()
+                checkpoint("after-push")
+                result.commits = committed
+                self.on_event(
+                    "push",
+                    {
+                        "target": target.namespace,
+                        "outcome": "ok" if result.pushed else "nothing",
+                    },
+                )
+            except PushRejected:
+                self.on_event("push", {"target": target.namespace, "outcome": "rejected"})
+                if attempt + 1 >= attempts:
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + self.rng.random())
+                log.info(
+                    "push to %s was rejected (someone else pushed); fetching and "
+                    "re-rendering on the new head in %.1fs",
+                    target.repo,
+                    delay,
+                    extra={"target": target.namespace},
+                )
+                self.sleep(delay)
+                continue
+            for change in changes:
+                o = change.outcome
+                log.info(
+                    "%s %s/%s -> %s",
+                    change.info.kind,
+                    o.namespace,
+                    o.name,
+                    (o.commit or "")[:12],
+                    extra=deployment_extra(o.name, o.deployment_id, target=target.namespace),
+                )
+            return outcomes
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _plan_target(
         self,
@@ -384,6 +434,9 @@ class Reconciler:
                         error=str(error),
                     )
                 )
+
+        if to_delete and not refused_delete and self.confirm_gone is not None:
+            to_delete = self._confirmed_gone(target, to_delete, existing)
 
         # The folder set after this cycle, for the namespace kustomization, and the
         # blob ids of the shared files as they will be after each commit, so that
@@ -446,7 +499,7 @@ class Reconciler:
             pending.append((dep, kind, files, state, names[dep.id]))
 
         if self.validate is not None and pending:
-            validated = self.validate(
+            validated = self._validate(
                 {f"{ns_dir}/{name}": files for _dep, _k, files, _s, name in pending}
             )
 
@@ -551,6 +604,35 @@ class Reconciler:
                 )
         return outcomes, changes
 
+    def _confirmed_gone(
+        self, target: Target, to_delete: list[str], existing: dict[str, _Existing]
+    ) -> list[str]:
+        """The deployments of `to_delete` the control plane confirms are gone."""
+        assert self.confirm_gone is not None
+        try:
+            gone = set(self.confirm_gone(to_delete))
+        except ControlPlaneError as e:
+            log.warning(
+                "target %s: cannot confirm that %d deployment(s) missing from the listing "
+                "are gone (%s); nothing is deleted this cycle",
+                target.namespace,
+                len(to_delete),
+                e,
+                extra={"target": target.namespace},
+            )
+            return []
+        for dep_id in to_delete:
+            if dep_id not in gone:
+                name = existing[dep_id].state.deployment_name
+                log.warning(
+                    "deployment %r (%s) is missing from the listing but the control plane "
+                    "still has it (the listing changed while paging?); its folder is kept",
+                    name,
+                    dep_id,
+                    extra=deployment_extra(name, dep_id, target=target.namespace),
+                )
+        return [dep_id for dep_id in to_delete if dep_id in gone]
+
     # -- one deployment ---------------------------------------------------------
 
     def _plan_deployment(
@@ -612,7 +694,20 @@ class Reconciler:
                 )
                 return "restore", self._restore_files(old), old.state
 
-        # Render (the only path that costs anything).
+        # Render (the only path that costs anything), once per cycle: a rejected
+        # push re-plans on the new head, and if our folder there is as it was,
+        # the plan is too. Re-rendering would widen the fetch-to-push window that
+        # a busy committer keeps winning.
+        plan_key = (
+            dep.id,
+            name,
+            digest,
+            sealed_for,
+            (old.folder, old.state.to_bytes(), tuple(sorted(old.files.items()))) if old else None,
+        )
+        cached = self._plans.get(plan_key)
+        if cached is not None:
+            return cached
         password: Redacted | None = None
         escrow: dict[str, str] = {}
         if sealer is not None and key is not None:
@@ -634,6 +729,10 @@ class Reconciler:
             else:
                 password = generate_password()
                 escrow[ESCROW_POSTGRES] = seal_escrow(key, purpose, password)
+        elif old is not None:
+            # Provider none renders no password, but the escrow of an earlier one
+            # must survive: switching back must not lock the agent out of its DB.
+            escrow = dict(old.state.escrow)
         rendered = render_deployment(dep, context, name=name, postgres_password=password)
         files: dict[str, bytes] = dict(rendered.files)
         records: dict[str, SecretRecord] = {}
@@ -645,6 +744,18 @@ class Reconciler:
                     deployment_id=dep.id,
                     deployment_name=dep.name,
                     hint="configure secrets.provider sops or sealed-secrets",
+                )
+            size = sum(len(k.encode()) + len(v.reveal().encode()) for k, v in plan.data)
+            if size > SECRET_MAX_BYTES:
+                # The API server refuses it, and Flux applies a namespace all or
+                # nothing: one oversized Secret would block every deployment in it.
+                raise SecretsError(
+                    f"Secret {plan.name} would hold {size} bytes of keys and values; "
+                    f"Kubernetes stores at most {SECRET_MAX_BYTES} (1 MiB) per Secret",
+                    deployment_id=dep.id,
+                    deployment_name=dep.name,
+                    hint="shrink the values in LangSmith, or keep large ones in a Secret "
+                    "you manage and use secret_references",
                 )
             plan_digest = secret_digest(key, plan)
             record = old.state.secrets.get(plan.file) if old is not None else None
@@ -660,8 +771,11 @@ class Reconciler:
             else:
                 try:
                     files[plan.file] = sealer.seal(plan)
-                except SecretsError:
-                    raise
+                except SecretsError as e:
+                    # The provider names the Secret's folder; say the deployment's own name.
+                    raise SecretsError(
+                        e.message, deployment_id=dep.id, deployment_name=dep.name, hint=e.hint
+                    ) from None
                 except Exception as e:
                     raise SecretsError(
                         f"sealing {plan.file} failed: {type(e).__name__}",
@@ -691,9 +805,29 @@ class Reconciler:
             escrow=escrow,
         )
         files[STATE_FILE] = state.to_bytes()
+        self._plans[plan_key] = (kind, files, state)
         return kind, files, state
 
     # -- helpers ----------------------------------------------------------------
+
+    def _validate(self, roots: dict[str, dict[str, bytes]]) -> dict[str, list[str]]:
+        """`self.validate`, skipping roots already validated this cycle with the same bytes."""
+        assert self.validate is not None
+        keys = {
+            path: hashlib.sha256(
+                b"".join(
+                    n.encode() + b"\0" + blob_id(d).encode() + b"\0"
+                    for n, d in sorted(files.items())
+                )
+            ).hexdigest()
+            for path, files in roots.items()
+        }
+        todo = {p: f for p, f in roots.items() if (p, keys[p]) not in self._validated}
+        if todo:
+            found = self.validate(todo)
+            for path in todo:
+                self._validated[(path, keys[path])] = found.get(path, [])
+        return {p: self._validated[(p, keys[p])] for p in roots if self._validated[(p, keys[p])]}
 
     def _value_digest(self, key: Redacted | None, value: Redacted) -> str:
         from bridge.secrets.digests import input_digest
@@ -730,6 +864,7 @@ class Reconciler:
             state_blob = files.get(STATE_FILE)
             if state_blob is None:
                 continue
+            self._states_seen.add(state_blob)
             state = self._state_cache.get(state_blob)
             if state is None:
                 try:

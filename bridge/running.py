@@ -93,8 +93,10 @@ def make_reconciler(
     validate: bool = True,
     transport: Any = None,
     progress: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Reconciler, Callable[[], None]]:
-    """A reconciler with the real collaborators, and a function that closes them."""
+    """A reconciler with the real collaborators, and a function that closes them.
+    `sleep` (retry and backoff waits) is injected so tests need no real time."""
     from bridge.controlplane.client import ControlPlaneClient
     from bridge.publishing.repo import TargetRepo
 
@@ -102,6 +104,7 @@ def make_reconciler(
         settings.control_plane,
         transport=transport,
         on_response=metrics.control_plane_request if metrics is not None else None,
+        sleep=sleep,
     )
 
     def list_deployments() -> tuple[Listener, Sequence[Deployment], Sequence[DeploymentError]]:
@@ -131,7 +134,9 @@ def make_reconciler(
         force_reseal=force_reseal,
         shard=shard,
         validate=Validator(settings) if validate else None,
+        sleep=sleep,
         on_event=on_event,
+        confirm_gone=client.confirm_gone,
     )
     return reconciler, client.close
 

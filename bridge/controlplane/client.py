@@ -19,11 +19,13 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -257,6 +259,37 @@ class ControlPlaneClient:
                 )
             )
 
+    def confirm_gone(self, deployment_ids: Iterable[str]) -> set[str]:
+        """Of deployments missing from a listing, those the control plane confirms
+        are no longer this listener's: 404, AWAITING_DELETE, or owned elsewhere.
+
+        Offset paging can skip a record without any sign (another writer deletes
+        an earlier record between two pages), so a folder is never deleted on a
+        listing's word alone. Raises ControlPlaneError when it cannot tell.
+        """
+        gone: set[str] = set()
+        for dep_id in deployment_ids:
+            try:
+                uuid.UUID(dep_id)
+            except ValueError:
+                gone.add(dep_id)  # no control plane deployment has such an id
+                continue
+            reply = self._call("GET", f"/v2/deployments/{quote(dep_id, safe='')}")
+            if reply.status == 404:
+                gone.add(dep_id)
+                continue
+            self._refuse_4xx("GET", reply)
+            raw = reply.data
+            if not isinstance(raw, Mapping):
+                raise self._error(
+                    ControlPlaneError,
+                    f"GET {reply.url}: the answer is not a deployment",
+                    hint="the control plane sends malformed answers; nothing is deleted this cycle",
+                )
+            if raw.get("status") == "AWAITING_DELETE" or _claims(raw, self._listener_id) is False:
+                gone.add(dep_id)
+        return gone
+
     # --- admin helpers (demo, tests, scripts) -------------------------------
 
     def create_listener(self, compute_id: str, namespaces: list[str]) -> dict[str, Any]:
@@ -399,7 +432,9 @@ class ControlPlaneClient:
                         if not idempotent:
                             break
             if attempt < MAX_ATTEMPTS:
-                log.info(
+                # Debug only: the cycle logs the final error once (running.run_loop),
+                # so a retry storm is never a log storm.
+                log.debug(
                     "%s %s: %s; retry %d of %d in %.1fs",
                     method,
                     url,

@@ -225,7 +225,7 @@ class DeploymentPatchRequest(_Model):
 
 
 FaultMode = Literal[
-    "500", "429", "slow", "reset", "garbage", "truncated", "wrong-types", "empty", "shift"
+    "500", "429", "slow", "reset", "garbage", "truncated", "wrong-types", "empty", "shift", "drop"
 ]
 
 
@@ -848,10 +848,23 @@ async def _fault_shift(
 ) -> None:
     # As if one deployment had been inserted at the front since the previous
     # page: this page starts one record early, so that record repeats.
+    await _shifted(app, scope, receive, send, -1)
+
+
+async def _fault_drop(
+    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
+) -> None:
+    # As if one deployment of an earlier page had been deleted since that page
+    # was read: this page starts one record late, so one record is never listed
+    # and nothing in the answer shows it (the hard case for a lister).
+    await _shifted(app, scope, receive, send, +1)
+
+
+async def _shifted(app: ASGIApp, scope: Scope, receive: Receive, send: Send, by: int) -> None:
     query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     offset = next((int(v) for k, v in query if k == "offset" and v.isdigit()), 0)
     if offset > 0:
-        query = [(k, str(offset - 1) if k == "offset" else v) for k, v in query]
+        query = [(k, str(offset + by) if k == "offset" else v) for k, v in query]
         scope = {**scope, "query_string": urlencode(query).encode("latin-1")}
     status, headers, body = await _capture(app, scope, receive)
     try:
@@ -874,6 +887,7 @@ _MODES: dict[str, Apply] = {
     "wrong-types": _fault_wrong_types,
     "empty": _fault_empty,
     "shift": _fault_shift,
+    "drop": _fault_drop,
 }
 
 

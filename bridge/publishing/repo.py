@@ -6,6 +6,9 @@ fetched every cycle, written only with plumbing (temporary index,
 Crash recovery is "the remote is the truth": `sync()` points the local branch
 at the remote one, so unpushed commits of a crashed cycle are dropped and
 re-created from state by the next cycle.
+A remote branch that no longer contains the head last fetched (a force-push)
+stops the target with `HistoryRewritten`, every cycle, until an operator
+deletes the clone: the bridge neither follows a rewrite nor undoes one.
 
 Why plumbing instead of GitPython's index: measured with
 `python -m tests.publishing.bench_commit [ROOT]` on this 2-core machine (median
@@ -43,7 +46,8 @@ from types import TracebackType
 from typing import IO
 
 from bridge.config import GitSettings, Target
-from bridge.errors import GitError, LocalCloneBroken, PushRejected
+from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
+from bridge.faults import checkpoint
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
@@ -164,6 +168,8 @@ class TargetRepo:
         self.branch = target.branch
         self.local_ref = f"refs/heads/{target.branch}"
         self.tracking_ref = f"refs/remotes/origin/{target.branch}"
+        # Where a fetch lands before its head is checked against the tracking ref.
+        self.fetched_ref = f"refs/bridge/fetched/{target.branch}"
         self.workdir = git_settings.workdir
         self.path = self.workdir / clone_dir_name(target)
         self.transport = Transport(target, git_settings)  # ConfigError for bad ssh settings
@@ -302,6 +308,11 @@ class TargetRepo:
             ("config", "remote.origin.fetch", f"+{self.local_ref}:{self.tracking_ref}"),
             ("config", "gc.autoDetach", "false"),
             ("config", "core.logAllRefUpdates", "false"),
+            # The clone is a cache of the remote: objects nothing refers to (commits
+            # of a lost push race or a crashed cycle) are pruned by the auto gc that
+            # fetch runs after an hour, not git's two weeks, which could keep
+            # thousands loose and trigger a full gc on every fetch meanwhile.
+            ("config", "gc.pruneExpire", "1.hour.ago"),
         ]
         for i, step in enumerate(steps):
             result = run_git(step, git_dir=None if i == 0 else tmp, env=self._env)
@@ -355,6 +366,10 @@ class TargetRepo:
             base = self.path / sub
             if base.is_dir():
                 candidates.extend(base.rglob("*.lock"))
+        # Half-written packs and loose objects of a killed fetch or fast-import:
+        # harmless to git, but disk that nothing else ever frees.
+        candidates.extend(self.path.glob("objects/pack/tmp_*"))
+        candidates.extend(self.path.glob("objects/??/tmp_obj_*"))
         for item in candidates:
             try:
                 mtime = item.lstat().st_mtime
@@ -396,8 +411,12 @@ class TargetRepo:
             "-q",
             "--no-tags",
             "--no-recurse-submodules",
+            # `--refmap=`: no opportunistic update of the tracking ref. It moves
+            # only below, once the new head is known to contain the old one, so
+            # a refused rewrite is refused again on every cycle, not just once.
+            "--refmap=",
             "origin",
-            f"+{self.local_ref}:{self.tracking_ref}",
+            f"+{self.local_ref}:{self.fetched_ref}",
             env=self.transport.remote_env(),
             timeout=REMOTE_TIMEOUT,
         )
@@ -408,20 +427,28 @@ class TargetRepo:
             if _LOCAL_DAMAGE.search(fetched.stderr) and not _remote_said(fetched.stderr):
                 raise self._broken("fetch", fetched.stderr)
             raise self.transport.failure("fetch from", fetched.stderr)
-        head = self._rev(self.tracking_ref)
+        head = self._rev(self.fetched_ref)
         if head is None:
-            raise self._broken("fetch", f"{self.tracking_ref} missing after a successful fetch")
+            raise self._broken("fetch", f"{self.fetched_ref} missing after a successful fetch")
         if before is not None and before != head and not self._is_ancestor(before, head):
-            log.warning(
-                "target %s: the history of %s on %s was rewritten (force-pushed) since the "
-                "last fetch; continuing on the new history",
-                self._ns,
-                self.branch,
-                self.transport.display_url,
-                extra={"target": self._ns},
-            )
+            raise self._rewritten(before, head)
+        self._must("update the tracking ref", "update-ref", self.tracking_ref, head)
         self._must("update the local branch", "update-ref", self.local_ref, head)
         return head
+
+    def _rewritten(self, before: str, head: str) -> HistoryRewritten:
+        # Following the new history would silently drop what we (or others) had
+        # pushed; pushing ours back would need a force. Neither is the bridge's call.
+        return HistoryRewritten(
+            f"target {self._ns}: branch {self.branch} on {self.transport.display_url} was "
+            f"rewritten (force-pushed): it moved from {before} to {head}, which does not "
+            f"contain {before[:12]}. The bridge stops for this target and will not rewrite "
+            "history itself",
+            hint=f"if the new history is intended, delete the local clone {self.path} "
+            "(in git.workdir, on every replica) and the next cycle adopts it; otherwise "
+            f"restore the branch so that it contains {before[:12]} "
+            f"(e.g. `git push --force origin {before}:{self.local_ref}`)",
+        )
 
     def _remote_branch_absent(self, before: str | None) -> None:
         if before is not None:
@@ -432,7 +459,7 @@ class TargetRepo:
                 self.transport.display_url,
                 extra={"target": self._ns},
             )
-        for ref in (self.tracking_ref, self.local_ref):
+        for ref in (self.fetched_ref, self.tracking_ref, self.local_ref):
             if self._rev(ref) is not None:
                 self._must("drop a stale branch", "update-ref", "-d", ref)
 
@@ -568,6 +595,7 @@ class TargetRepo:
             out = self._must("read the parent tree", "rev-parse", f"{parent}^{{tree}}")
             parent_tree = out.decode().strip()
         tree = self._build_tree(parent, parent_tree, writes, deletes)
+        checkpoint("writing-files")
         if tree == parent_tree:
             return None
         sha = self._commit_tree(tree, parent, message)

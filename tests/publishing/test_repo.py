@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import GitSettings, Target
-from bridge.errors import GitError, LocalCloneBroken, PushRejected
+from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
 from bridge.publishing import TargetRepo, check_repo_path
 from tests.gitservers import git
 from tests.publishing.conftest import AUTHOR, EMAIL
@@ -433,12 +434,13 @@ def test_unreachable_file_remote(open_repo: OpenRepo, tmp_path: Path) -> None:
     assert caught.value.exit_code == 4
 
 
-def test_force_pushed_remote_is_followed_with_a_warning(
-    open_repo: OpenRepo, remote: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_force_pushed_remote_stops_the_target_until_the_clone_is_deleted(
+    open_repo: OpenRepo, remote: Path, tmp_path: Path
 ) -> None:
     repo = open_repo()
     repo.sync()
-    repo.commit("ours", write={"a.txt": b"1\n"})
+    ours = repo.commit("ours", write={"a.txt": b"1\n"})
+    assert ours is not None
     repo.push()
     rewritten = tmp_path / "rewrite"
     git("init", "-q", "-b", "main", str(rewritten))
@@ -446,7 +448,18 @@ def test_force_pushed_remote_is_followed_with_a_warning(
     git("config", "user.email", "human@example.com", cwd=rewritten)
     new_head = human_commit(rewritten, "b.txt", "unrelated\n", push=False)
     git("push", "-q", "--force", remote.as_uri(), "main:main", cwd=rewritten)
-    caplog.set_level(logging.WARNING, logger="bridge.publishing")
-    assert repo.sync() == new_head
-    assert any("rewritten" in r.getMessage() for r in caplog.records)
-    assert set(repo.ls_tree("")) == {"b.txt"}
+    for _ in range(2):  # refused on every sync, not only the first one
+        with pytest.raises(HistoryRewritten) as caught:
+            repo.sync()
+        text = str(caught.value)
+        assert caught.value.exit_code == 4
+        assert "agents" in text and ours in text and new_head in text
+        assert str(repo.path) in text  # what to delete to accept the new history
+        # Nothing of ours moved: the bridge neither follows nor pushes back.
+        assert set(repo.ls_tree("")) == {"a.txt"}
+        assert remote_head(remote) == new_head
+    repo.close()
+    shutil.rmtree(repo.path)  # the operator accepts the new history
+    again = open_repo()
+    assert again.sync() == new_head
+    assert set(again.ls_tree("")) == {"b.txt"}

@@ -144,6 +144,27 @@ class World:
             "rev-parse", "--verify", "-q", "refs/heads/main", cwd=remote, check=False
         ).strip()
 
+    def tree(self, namespace: str | None = None, ref: str = "main") -> dict[str, str]:
+        """Path -> blob id of every file at `ref` of a remote ({} before the first push)."""
+        remote = self.remotes[namespace or self.namespaces[0]]
+        out = git("ls-tree", "-r", "--full-tree", ref, cwd=remote, check=False)
+        tree: dict[str, str] = {}
+        for line in out.splitlines():
+            meta, _, path = line.partition("\t")
+            tree[path] = meta.split()[2]
+        return tree
+
+    def read(self, path: str, namespace: str | None = None, ref: str = "main") -> bytes:
+        """The bytes of one file at `ref` of a remote."""
+        remote = self.remotes[namespace or self.namespaces[0]]
+        return subprocess.run(
+            ["git", "show", f"{ref}:{path}"],
+            cwd=remote,
+            env=GIT_ENV,
+            capture_output=True,
+            check=True,
+        ).stdout
+
     def clone(self, namespace: str | None = None, dest: Path | None = None) -> Path:
         dest = dest or self.root / f"clone-{secrets.token_hex(4)}"
         git("clone", "-q", self.remotes[namespace or self.namespaces[0]].as_uri(), str(dest))
@@ -153,7 +174,10 @@ class World:
 
 
 @contextmanager
-def make_world(root: Path, namespaces: tuple[str, ...] = ("agents", "staging")) -> Iterator[World]:
+def make_world(
+    root: Path, namespaces: tuple[str, ...] = ("agents", "staging"), *, faults: bool = False
+) -> Iterator[World]:
+    """`faults=True` serves `/_faults` (fault injection) on the control plane."""
     from bridge.controlplane.client import ControlPlaneClient
     from bridge.controlplane.server import start_in_thread
 
@@ -163,7 +187,7 @@ def make_world(root: Path, namespaces: tuple[str, ...] = ("agents", "staging")) 
     key_file = root / "age.agekey"
     key_file.write_text(f"{identity}\n")
     key_file.chmod(0o600)
-    server = start_in_thread(db=root / "cp.db", api_key=api_key)
+    server = start_in_thread(db=root / "cp.db", api_key=api_key, faults=faults)
     try:
         admin_settings = ControlPlaneSettings(
             url=server.url,

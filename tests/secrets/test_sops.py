@@ -20,6 +20,7 @@ from bridge.secrets.providers import make_sealer
 from bridge.secrets.sops import SopsSealer, sops_binary_path
 from tests.leakscan import scan_text
 from tests.secrets.plans import VALUES, make_plan
+from tests.sopstools import sops_decrypt_raw
 
 
 class AgeKey:
@@ -39,28 +40,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[AgeKey, AgeKey]:
 
 def decrypt(data: bytes, key: AgeKey) -> bytes:
     """What Flux's kustomize-controller does: sops --decrypt with the private key."""
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp, "config.yaml")
-        config.write_text("stores:\n  yaml:\n    indent: 2\n", encoding="utf-8")
-        proc = subprocess.run(
-            [
-                str(sops_binary_path()),
-                "--disable-version-check",
-                "--config",
-                str(config),
-                "--decrypt",
-                "--input-type",
-                "yaml",
-                "--output-type",
-                "yaml",
-                "/dev/stdin",
-            ],
-            input=data,
-            capture_output=True,
-            cwd=tmp,
-            check=False,
-            env={"HOME": tmp, "SOPS_AGE_KEY_FILE": str(key.file)},
-        )
+    proc = sops_decrypt_raw(data, key.file)
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout
 
