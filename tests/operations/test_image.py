@@ -9,8 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
-import venv
 from pathlib import Path
 
 import pytest
@@ -70,59 +68,51 @@ def test_dockerfile_rules() -> None:
     assert not any(".git" in c.split() or "demo" in c.split() for c in copied)
 
 
+def build_stage_install_command() -> str:
+    """The Dockerfile's own install RUN of the build stage, as one shell command."""
+    for word, rest in instructions():
+        if word == "RUN" and rest.startswith("python -m venv /opt/gitops-bridge"):
+            return rest
+    raise AssertionError("the build stage has no `python -m venv /opt/gitops-bridge` RUN")
+
+
 def test_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
-    """What the build stage runs: install the package (a wheel, as `pip install .`
-    builds) into a new venv, then the three smoke commands of the Dockerfile.
-    Dependencies come from this environment so the test needs no network beyond
-    the build backend."""
-    dist = tmp_path / "dist"
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+    """Run exactly the build stage's RUN line (venv, `pip install .`, the three smoke
+    commands) on this machine, with the venv in a temp dir instead of /opt. pip's
+    download cache is allowed (the image build uses --no-cache-dir only to keep the
+    layer small), so this costs an install, not a download, after ./scripts/setup."""
+    venv_dir = tmp_path / "opt" / "gitops-bridge"
+    command = (
+        build_stage_install_command()
+        .replace("/opt/gitops-bridge", str(venv_dir))
+        .replace("--no-cache-dir ", "")
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=ROOT,
         capture_output=True,
         text=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=900,
         check=False,
-        timeout=240,
     )
-    if built.returncode != 0 and "Could not find a version" in built.stderr:
-        pytest.skip("no package index reachable for the build backend")
-    assert built.returncode == 0, built.stderr
-    wheel = next(dist.glob("*.whl"))
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=False)
-    site = next((env_dir / "lib").glob("python3*/site-packages"))
-    # The dependencies of this environment, after the new venv's own site-packages.
-    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    py = env_dir / "bin" / "python"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(py),
-            "install",
-            "-q",
-            "--no-deps",
-            str(wheel),
-        ],
-        check=True,
-        timeout=120,
-    )
-    clean_env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    version = subprocess.run(
-        [str(env_dir / "bin" / "gitops-bridge"), "--version"],
-        capture_output=True,
-        text=True,
-        env=clean_env,
-        check=True,
-        cwd=tmp_path,
-    )
-    assert "0." in version.stdout
-    # The wheel carries the Kustomize bases: render works from an installed copy.
+    if done.returncode != 0 and "No matching distribution" in done.stderr:
+        pytest.skip("no package index reachable: " + done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Kustomize Version: v5" in done.stdout
+    clean_env = {"PATH": f"{venv_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    # The installed copy (not this checkout) carries the Kustomize bases: render works.
     case = ROOT / "tests" / "rendering" / "cases" / "minimal" / "case.json"
     (tmp_path / "d.json").write_text(json.dumps(json.loads(case.read_text())["deployment"]))
     rendered = subprocess.run(
-        [str(py), "-m", "bridge", "render", "--deployment", "d.json", "--out", "out"],
+        [
+            str(venv_dir / "bin" / "gitops-bridge"),
+            "render",
+            "--deployment",
+            "d.json",
+            "--out",
+            "out",
+        ],
         capture_output=True,
         text=True,
         env=clean_env,
@@ -131,7 +121,11 @@ def test_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert rendered.returncode == 0, rendered.stderr
     templates = subprocess.run(
-        [str(py), "-c", "import bridge.rendering.templates as t; print(t.kustomize_root())"],
+        [
+            str(venv_dir / "bin" / "python"),
+            "-c",
+            "import bridge.rendering.templates as t; print(t.kustomize_root())",
+        ],
         capture_output=True,
         text=True,
         env=clean_env,
@@ -139,4 +133,3 @@ def test_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "_kustomize" in templates and str(ROOT) not in templates
-    assert os.access(Path(sys.prefix) / "bin" / "kubectl", os.X_OK)
