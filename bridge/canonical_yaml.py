@@ -3,6 +3,16 @@
 Sorted keys, 2-space indent, block style, trailing newline, and strings that
 YAML 1.1 readers (kustomize, Argo CD, Flux) would misread as booleans, nulls
 or numbers are quoted. Same data -> same bytes, on every machine.
+
+The bytes are defined by PyYAML's dumper with the representers below
+(`_dumps_pyyaml`). Rendering writes ~10 documents per deployment, and that
+dumper costs ~6 ms per deployment in its Python representer, so `dumps` first
+tries a small emitter (`_Emitter`) that writes the same bytes for the common
+subset (str-keyed mappings, lists, plain / double-quoted / literal strings,
+ints, floats, bools, None) and gives the document back to PyYAML whenever it
+meets anything it is not sure to spell exactly as libyaml does (an exotic
+string, a long line, a non-str key, an unknown type). tests/canonical_yaml
+checks the two against each other on generated and hostile data.
 """
 
 from __future__ import annotations
@@ -97,8 +107,8 @@ _Dumper.add_representer(str, _represent_str)
 _Dumper.add_representer(type(None), _represent_none)
 
 
-def dumps(data: Any) -> str:
-    """One document, canonical."""
+def _dumps_pyyaml(data: Any) -> str:
+    """The reference spelling (and the path for anything `_Emitter` declines)."""
     out: str = yaml.dump(
         _prepare(data),
         Dumper=_Dumper,
@@ -109,6 +119,230 @@ def dumps(data: Any) -> str:
         indent=2,
     )
     return out
+
+
+# --- the fast emitter -------------------------------------------------------------
+#
+# It mirrors libyaml's choices (emitter.c: yaml_emitter_analyze_scalar,
+# select_scalar_style, write_*_scalar) for block style, indent 2, width 4096,
+# allow_unicode, no anchors; where a rule would take more than a few lines to
+# mirror, it declines (raises _Decline) and PyYAML writes the whole document.
+
+
+class _Decline(Exception):
+    """This document is not for the fast emitter; PyYAML writes it."""
+
+
+# Characters libyaml writes as they are (IS_PRINTABLE, minus the line breaks
+# U+2028/U+2029 and the BOM, which it escapes): anything else makes a string
+# "special" and forces double quotes with escapes.
+_PRINTABLE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
+_PRINTABLE_LINES = re.compile("[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
+_ESCAPES = {
+    "\x00": "\\0",
+    "\x07": "\\a",
+    "\x08": "\\b",
+    "\x09": "\\t",
+    "\x0a": "\\n",
+    "\x0b": "\\v",
+    "\x0c": "\\f",
+    "\x0d": "\\r",
+    "\x1b": "\\e",
+    '"': '\\"',
+    "\\": "\\\\",
+    "\x85": "\\N",
+    "\u2028": "\\L",
+    "\u2029": "\\P",
+}
+_TO_ESCAPE = re.compile('["\\\\]|[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]')
+# A string longer than this could reach column 4096, where libyaml folds lines.
+_MAX_SCALAR = 2000
+_MAX_PAD = 1000
+# Keys: libyaml writes a key longer than 128 bytes as a complex key ("? ").
+_MAX_KEY_BYTES = 128
+_STR_TAG = "tag:yaml.org,2002:str"
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?)$"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    known = _ESCAPES.get(ch)
+    if known is not None:
+        return known
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04X}"
+    return f"\\U{code:08X}"
+
+
+def _double_quoted(value: str) -> str:
+    return '"' + _TO_ESCAPE.sub(_escape, value) + '"'
+
+
+def _resolves_to_str(value: str) -> bool:
+    """Whether PyYAML's resolver reads `value` as a plain string (else libyaml quotes it)."""
+    resolvers = _Dumper.yaml_implicit_resolvers
+    for tag, regexp in [*resolvers.get(value[0], ()), *resolvers.get(None, ())]:
+        if regexp.match(value):
+            return bool(tag == _STR_TAG)
+    return True
+
+
+# Bounded: template strings repeat in every render and stay cached; names, ids
+# and images are unique per deployment and would only fill memory (~200 B each).
+@functools.lru_cache(maxsize=8192)
+def _scalar_text(value: str) -> str | None:
+    """How libyaml writes `value` in one line after "key: " or "- "; None for a
+    literal block (written by the caller) or when the fast emitter declines."""
+    if len(value) > _MAX_SCALAR:
+        raise _Decline
+    style = _str_style(value)
+    printable = _PRINTABLE.fullmatch(value) is not None
+    if style == "|":
+        if not _PRINTABLE_LINES.fullmatch(value):
+            return _double_quoted(value)  # special characters: no block scalar
+        if value.startswith("\n") or value.endswith("\n\n") or value == "\n":
+            raise _Decline  # needs an indentation or "+" chomping indicator
+        return None
+    if style == '"' or not printable:
+        return _double_quoted(value)
+    # Plain, unless libyaml or the resolver objects; then it would use single quotes.
+    if value.startswith(("---", "...")) or value.endswith(":") or not _resolves_to_str(value):
+        raise _Decline
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_text(key: str) -> str:
+    if len(key.encode("utf-8")) > _MAX_KEY_BYTES or not _PRINTABLE.fullmatch(key):
+        raise _Decline
+    text = _scalar_text(key)
+    if text is None:
+        raise _Decline
+    return text
+
+
+def _float_text(value: float) -> str:
+    if value.is_integer():
+        return str(int(value))  # as _prepare does
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _Decline
+    text = repr(value).lower()
+    if "." not in text and "e" in text:
+        text = text.replace("e", ".0e", 1)
+    if not _FLOAT.match(text):
+        raise _Decline
+    return text
+
+
+class _Emitter:
+    def __init__(self) -> None:
+        self.out: list[str] = []
+
+    def value(self, value: Any, pad: str, lead: str, item: bool) -> None:
+        """`value` after `lead` ("key: " or "- ", with what precedes it on the line):
+        the rest of the line and the lines below, indented from `pad` (the column
+        of that key or dash); `item` says the lead is a sequence dash."""
+        out = self.out
+        kind = type(value)
+        if kind is str:
+            text = _scalar_text(value)
+            if text is None:
+                self.literal(value, pad + "  ", lead)
+            else:
+                out.append(lead + text + "\n")
+        elif kind is dict:
+            self.nested_mapping(value, pad, lead, item)
+        elif kind is list or kind is tuple:
+            if not value:
+                out.append(lead + "[]\n")
+            elif item:
+                self.sequence(value, pad + "  ", lead)
+            else:
+                # Block sequences in a mapping are not indented (libyaml's default).
+                out.append(lead[:-1] + "\n")
+                self.sequence(value, pad, pad)
+        elif value is None:
+            out.append(lead + "null\n")
+        elif kind is bool:
+            out.append(lead + ("true\n" if value else "false\n"))
+        elif kind is int:
+            out.append(lead + str(value) + "\n")
+        elif kind is float:
+            out.append(lead + _float_text(value) + "\n")
+        elif isinstance(value, Mapping):  # last: an ABC check is slow
+            self.nested_mapping(value, pad, lead, item)
+        else:
+            raise _Decline
+
+    def nested_mapping(self, value: Mapping[Any, Any], pad: str, lead: str, item: bool) -> None:
+        if not value:
+            self.out.append(lead + "{}\n")
+        elif item:  # the first key goes on the dash's line
+            self.mapping(value, pad + "  ", lead)
+        else:
+            self.out.append(lead[:-1] + "\n")
+            self.mapping(value, pad + "  ", pad + "  ")
+
+    def mapping(self, mapping: Mapping[Any, Any], pad: str, first: str) -> None:
+        if len(pad) > _MAX_PAD:
+            raise _Decline
+        out = self.out
+        line = first
+        for key in sorted(mapping):  # TypeError (mixed key types) declines too
+            if type(key) is not str:
+                raise _Decline
+            value = mapping[key]
+            lead = line + _key_text(key) + ": "
+            line = pad
+            if type(value) is str:  # the common case, without a call
+                text = _scalar_text(value)
+                if text is not None:
+                    out.append(lead + text + "\n")
+                    continue
+            self.value(value, pad, lead, False)
+
+    def sequence(self, items: list[Any] | tuple[Any, ...], pad: str, first: str) -> None:
+        if len(pad) > _MAX_PAD:
+            raise _Decline
+        line = first
+        for item in items:
+            self.value(item, pad, line + "- ", True)
+            line = pad
+
+    def literal(self, value: str, pad: str, lead: str) -> None:
+        chomp = "" if value.endswith("\n") else "-"
+        lines = value[:-1].split("\n") if not chomp else value.split("\n")
+        self.out.append(lead + "|" + chomp + "\n")
+        self.out.extend(pad + line + "\n" if line else "\n" for line in lines)
+
+
+def _dumps_fast(data: Any) -> str:
+    """`_dumps_pyyaml(data)` for the subset it knows; raises _Decline otherwise."""
+    emitter = _Emitter()
+    if type(data) is dict or isinstance(data, Mapping):
+        if not data:
+            return "{}\n"
+        emitter.mapping(data, "", "")
+    elif type(data) is list or type(data) is tuple:
+        if not data:
+            return "[]\n"
+        emitter.sequence(data, "", "")
+    else:
+        raise _Decline  # a bare scalar document: rare, and libyaml adds "..." to some
+    return "".join(emitter.out)
+
+
+def dumps(data: Any) -> str:
+    """One document, canonical."""
+    try:
+        return _dumps_fast(data)
+    except (_Decline, TypeError):
+        return _dumps_pyyaml(data)
 
 
 def dump_bytes(data: Any) -> bytes:

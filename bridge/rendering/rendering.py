@@ -13,6 +13,7 @@ only on their own sizes and the names, so a new revision never restarts them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,9 +24,9 @@ from bridge import canonical_yaml
 from bridge.errors import InvalidDeployment
 from bridge.models import Deployment, FrozenDict, ResourceSpec, SecretPlan, thaw
 from bridge.redaction import Redacted
-from bridge.rendering import RenderContext
+from bridge.rendering import RenderContext, templates
 from bridge.rendering.naming import LABEL, MAX_NAME, NAMESPACE
-from bridge.rendering.templates import defaults, template, templates_digest
+from bridge.rendering.templates import templates_digest
 
 MANAGED_BY = "langsmith-gitops-bridge"
 DEPLOYMENT_ID_LABEL = "langsmith.com/deployment-id"
@@ -68,6 +69,41 @@ MAX_REPLICAS = 10_000
 MAX_STORAGE_GI = 64 * 1024
 
 
+# Templates are plain YAML data (dicts, lists, immutable scalars), copied for
+# every object of every render: a copy that knows that is ~4x cheaper than
+# copy.deepcopy, which was half of the render time left after canonical_yaml.
+
+
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    return value
+
+
+@functools.cache
+def _pristine(rel: str, kind: str) -> dict[str, Any]:
+    return templates.template(rel, kind)
+
+
+@functools.cache
+def _pristine_defaults() -> dict[str, Any]:
+    return templates.defaults()
+
+
+def template(rel: str, kind: str) -> dict[str, Any]:
+    """A private copy of a template object (see bridge.rendering.templates)."""
+    copied: dict[str, Any] = _copy(_pristine(rel, kind))
+    return copied
+
+
+def defaults() -> dict[str, Any]:
+    copied: dict[str, Any] = _copy(_pristine_defaults())
+    return copied
+
+
 @dataclass(frozen=True)
 class Rendered:
     files: dict[str, bytes]  # plain manifests + kustomization.yaml
@@ -91,29 +127,61 @@ def input_fingerprint(dep: Deployment, ctx: RenderContext) -> bytes:
     """Every input of the render except secret values, as stable bytes.
 
     The reconciler keys this (with keyed digests of the secret values) to decide
-    whether a deployment changed, without rendering it.
+    whether a deployment changed, without rendering it. The bytes are those of
+    `json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)` for
+
+        {"deployment": {...}, "listener": {...}, "cluster": ..., "provider": ...,
+         "settings": repr(ctx.settings), "templates": templates_digest()}
+
+    (digests stored in every repo depend on them: never change the spelling).
+    It runs for every listed deployment on every cycle, so the part that only
+    depends on the context is encoded once per context, not per deployment.
     """
-    doc = {
-        "deployment": {
-            "id": dep.id,
-            "name": dep.name,
-            "namespace": dep.namespace,
-            "image": dep.image_uri,
-            "revision": dep.revision_id,
-            "customUrl": dep.custom_url,
-            "secretNames": sorted(s.name for s in dep.secrets),
-            "secretReferences": sorted(
-                (r.name, r.secret_name, r.secret_key) for r in dep.secret_references
-            ),
-            "resourceSpec": _spec_json(dep.resource_spec),
-        },
-        "listener": {"id": ctx.listener.id, "namespaces": sorted(ctx.listener.namespaces)},
-        "cluster": ctx.cluster,
-        "provider": ctx.secrets_provider,
-        "settings": repr(ctx.settings),
-        "templates": templates_digest(),
+    deployment = {
+        "id": dep.id,
+        "name": dep.name,
+        "namespace": dep.namespace,
+        "image": dep.image_uri,
+        "revision": dep.revision_id,
+        "customUrl": dep.custom_url,
+        "secretNames": sorted(s.name for s in dep.secrets),
+        "secretReferences": sorted(
+            (r.name, r.secret_name, r.secret_key) for r in dep.secret_references
+        ),
+        "resourceSpec": _spec_json(dep.resource_spec),
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
+    head, tail = _context_json(ctx)
+    return (head + _fingerprint_json(deployment) + tail).encode()
+
+
+def _fingerprint_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+_last_context: tuple[RenderContext, tuple[str, str]] | None = None
+
+
+def _context_json(ctx: RenderContext) -> tuple[str, str]:
+    """The fingerprint's text before and after the deployment's part (keys sorted:
+    cluster, deployment, listener, provider, settings, templates)."""
+    global _last_context
+    last = _last_context
+    if last is not None and last[0] is ctx:  # a frozen context: one per target and cycle
+        return last[1]
+    head = '{"cluster":' + _fingerprint_json(ctx.cluster) + ',"deployment":'
+    tail = (
+        ',"listener":'
+        + _fingerprint_json({"id": ctx.listener.id, "namespaces": sorted(ctx.listener.namespaces)})
+        + ',"provider":'
+        + _fingerprint_json(ctx.secrets_provider)
+        + ',"settings":'
+        + _fingerprint_json(repr(ctx.settings))
+        + ',"templates":'
+        + _fingerprint_json(templates_digest())
+        + "}"
+    )
+    _last_context = (ctx, (head, tail))
+    return head, tail
 
 
 def render_deployment(
@@ -305,11 +373,22 @@ def memory_quantity(mb: int) -> str:
     return f"{int(mb)}Mi"
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _spec_json(spec: ResourceSpec) -> dict[str, Any]:
-    return {
-        k: thaw(v) if isinstance(v, FrozenDict | tuple) else v
-        for k, v in sorted(vars(spec).items())
-    }
+    return {k: _json_field(v) for k, v in sorted(vars(spec).items())}
+
+
+def _json_field(value: Any) -> Any:
+    # Type tests first: isinstance against the FrozenDict ABC costs ~2 us, and
+    # this runs for ~40 fields of every listed deployment on every cycle.
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if not value and (kind is tuple or kind is FrozenDict):
+        return [] if kind is tuple else {}
+    return thaw(value) if isinstance(value, FrozenDict | tuple) else value
 
 
 class _Renderer:

@@ -1,24 +1,41 @@
 """Build rendered roots with real Kustomize and validate every object they yield.
 
-One `kubectl kustomize` process costs ~150 ms, mostly start-up, so roots are
-built in aggregate: a temporary parent kustomization lists a chunk of roots and
-the output is split back per root by the `langsmith.com/deployment-id` label
-that every object of ours carries (the id comes from the root's state file).
-Chunks run in parallel, one per core. When a parent build fails (one bad root
-fails the whole build), its roots are bisected until each failing root has its
-own error message and the good ones are still validated.
+One `kubectl kustomize` process costs ~50 ms to start, so roots are built in
+aggregate: a temporary parent kustomization lists a chunk of roots and the
+output is split back per root by the `langsmith.com/deployment-id` label that
+every object of ours carries (the id comes from the root's state file). When
+a parent build fails (one bad root fails the whole build), its roots are
+bisected until each failing root has its own error message and the good ones
+are still validated.
+
+Where the time goes (benchmarks/README.md): Kustomize ~12-20 ms per root,
+parsing its output ~0.6 ms and schema validation ~1.3 ms per object, the last
+two pure Python. So `check_roots` runs the builds from threads (subprocesses,
+no GIL), and parses and validates the objects both in this process (one chunk
+at a time: the GIL) and in a pool of worker processes (forkserver, never fork:
+the bridge runs threads), one per spare core; each worker keeps its compiled
+validators for its lifetime. An object whose exact text was found valid
+before in this process is not parsed or validated again (a new revision
+leaves Postgres and Redis byte-identical), so a cycle checks what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +44,14 @@ import yaml
 from bridge.schemas import DEFAULT_KUBERNETES_VERSION, validate_document
 from bridge.state import STATE_FILE
 
+log = logging.getLogger("bridge.validation")
+
 CHUNK = 16
+# Go runtime settings for kustomize: one OS thread each (builds already run one
+# per core), and a garbage collector that runs a quarter as often. Measured on
+# 2 cores, chunks of 16 roots: 19.2 -> 15.6 ms CPU per root, peak RSS of one
+# kustomize process 65 -> 102 MB.
+KUSTOMIZE_ENV = {"GOMAXPROCS": "1", "GOGC": "400"}
 DEPLOYMENT_ID_LABEL = "langsmith.com/deployment-id"
 BUILD_TIMEOUT = 300
 
@@ -55,19 +79,24 @@ class BuildError(Exception):
     pass
 
 
-def kustomize_build(root: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize root` as parsed documents; BuildError with kustomize's message."""
+def kustomize_text(root: Path) -> str:
+    """`kubectl kustomize root` as text; BuildError with kustomize's message."""
     proc = subprocess.run(
         [kubectl_path(), "kustomize", str(root)],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
         check=False,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root), **KUSTOMIZE_ENV},
     )
     if proc.returncode != 0:
         raise BuildError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
-    return [d for d in yaml.load_all(proc.stdout, Loader=_Loader) if d]
+    return proc.stdout
+
+
+def kustomize_build(root: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize root` as parsed documents; BuildError with kustomize's message."""
+    return [d for d in yaml.load_all(kustomize_text(root), Loader=_Loader) if d]
 
 
 def _root_id(root: Path) -> str | None:
@@ -88,6 +117,20 @@ def _root_id(root: Path) -> str | None:
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _write_parent(base: Path, parent: Path, folders: Sequence[str]) -> Path:
+    """A kustomization in `parent` that lists the roots `folders` of `base`."""
+    (parent / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(base / f, parent) for f in folders],
+            }
+        )
+    )
+    return parent
+
+
 def _build_chunk(base: Path, folders: Sequence[str]) -> dict[str, list[dict[str, Any]] | str]:
     """folder -> its objects, or folder -> error text."""
     if len(folders) == 1:
@@ -102,16 +145,7 @@ def _build_chunk(base: Path, folders: Sequence[str]) -> dict[str, list[dict[str,
             return _build_singly(base, folders)
         owner[dep_id] = folder
     with tempfile.TemporaryDirectory(prefix=".validate-", dir=base) as tmp:
-        parent = Path(tmp)
-        (parent / "kustomization.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                    "kind": "Kustomization",
-                    "resources": [os.path.relpath(base / f, parent) for f in folders],
-                }
-            )
-        )
+        parent = _write_parent(base, Path(tmp), folders)
         try:
             docs = kustomize_build(parent)
         except BuildError:
@@ -176,6 +210,339 @@ def validate_objects(
     return errors, unchecked
 
 
+# --- check_roots: build, parse and validate, in parallel, checking only what changed --
+
+
+@dataclass
+class RootCheck:
+    """What building and validating one root found."""
+
+    objects: int = 0
+    errors: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    build_error: str | None = None  # kustomize's message; then nothing else is known
+
+    @property
+    def problems(self) -> list[str]:
+        """Everything that makes the root unfit to commit."""
+        if self.build_error is not None:
+            return [f"kustomize build failed: {self.build_error}"]
+        return list(self.errors)
+
+
+# One object as the workers see it: (owner deployment id, errors, unchecked),
+# both texts prefixed with the object's "Kind/namespace/name"; None for an
+# empty document.
+_Checked = tuple[str | None, tuple[str, ...], str | None] | None
+
+
+def _check_texts(
+    texts: Sequence[str], kubernetes_version: str, schema_dir: str | None
+) -> list[_Checked]:
+    """Parse and validate documents (in a worker process or in this one).
+
+    Raises yaml.YAMLError when a text is not exactly one document, so that the
+    caller can fall back to reading the whole build output as a stream."""
+    directory = Path(schema_dir) if schema_dir is not None else None
+    out: list[_Checked] = []
+    for text in texts:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (C or Python)
+        if not doc:
+            out.append(None)
+            continue
+        if not isinstance(doc, dict):
+            raise yaml.YAMLError("a document of the build output is not a mapping")
+        out.append(_check_document(doc, kubernetes_version, directory))
+    return out
+
+
+def _check_document(
+    doc: dict[str, Any], kubernetes_version: str, schema_dir: Path | None
+) -> tuple[str | None, tuple[str, ...], str | None]:
+    finding = validate_document(doc, kubernetes_version=kubernetes_version, schema_dir=schema_dir)
+    metadata = doc.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    owner = labels.get(DEPLOYMENT_ID_LABEL) if isinstance(labels, dict) else None
+    return (
+        str(owner) if owner is not None else None,
+        tuple(f"{finding.ref}: {e}" for e in finding.errors),
+        f"{finding.ref}: {finding.unchecked}" if finding.unchecked else None,
+    )
+
+
+def _split_documents(text: str) -> list[str]:
+    """Kustomize's output stream as one text per document. In block-style output a
+    `---` line at column 0 can only be a separator (block scalars are indented);
+    if that ever did not hold, a part would fail to parse as one document and
+    the caller reads the whole stream instead."""
+    if text.startswith("---\n"):
+        text = text[4:]
+    parts = text.split("\n---\n")
+    return [p if p.endswith("\n") else p + "\n" for p in parts if p.strip()]
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU
+    quota (a pod's `resources.limits.cpu`), which os.cpu_count() ignores."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def validation_workers() -> int:
+    """Worker processes for parsing and validation: one per spare core (this
+    process is the other one), or BRIDGE_VALIDATE_WORKERS (0 = none)."""
+    configured = os.environ.get("BRIDGE_VALIDATE_WORKERS", "").strip()
+    if configured.isdigit():
+        return int(configured)
+    return available_cpus() - 1
+
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_GUARD = threading.Lock()
+_POOL_BROKEN = False  # a worker died: this process checks everything itself from then on
+# Parsing and validating is pure Python: in this process, one chunk at a time.
+_HERE = threading.Lock()
+
+
+def _pool() -> ProcessPoolExecutor | None:
+    global _POOL
+    with _POOL_GUARD:
+        if _POOL is None:
+            workers = validation_workers()
+            if workers < 1 or _POOL_BROKEN:
+                return None
+            # spawn, not fork: the bridge runs threads, and a forked child could
+            # inherit a lock another thread held. Not forkserver either: its
+            # server would be one more resident process (~35 MB) to save a
+            # start-up (~0.4 s) that happens once per bridge process.
+            context = multiprocessing.get_context("spawn")
+            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        return _POOL
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes (they start again on the next check)."""
+    global _POOL
+    with _POOL_GUARD:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_somewhere(
+    texts: Sequence[str], kubernetes_version: str, schema_dir: str | None
+) -> list[_Checked]:
+    """_check_texts here if this process is free, else in a worker process."""
+    pool = _pool()
+    if pool is None:
+        with _HERE:
+            return _check_texts(texts, kubernetes_version, schema_dir)
+    if _HERE.acquire(blocking=False):
+        try:
+            return _check_texts(texts, kubernetes_version, schema_dir)
+        finally:
+            _HERE.release()
+    future: Future[list[_Checked]] = pool.submit(
+        _check_texts, texts, kubernetes_version, schema_dir
+    )
+    try:
+        return future.result()
+    except BrokenProcessPool as e:
+        # A worker died (OOM-killed, or could not start: a program that imports
+        # the bridge needs the `if __name__ == "__main__":` guard for spawn).
+        # Never a reason to fail validation: check here, now and from now on.
+        _give_up_workers(e)
+        with _HERE:
+            return _check_texts(texts, kubernetes_version, schema_dir)
+
+
+def _give_up_workers(error: BaseException) -> None:
+    global _POOL_BROKEN
+    with _POOL_GUARD:
+        already, _POOL_BROKEN = _POOL_BROKEN, True
+    if not already:
+        log.warning(
+            "validation worker process failed (%s); validating in this process from now on",
+            error,
+        )
+    shutdown_workers()
+
+
+class _Valid:
+    """Objects found valid before, by a digest of their exact text: owner id and
+    the `unchecked` note. Only valid objects are kept, so errors are always
+    computed afresh. ~70 bytes an object (an int key, an interned owner id):
+    ~7 MB for the 90,000 objects of 10,000 deployments."""
+
+    LIMIT = 250_000
+
+    def __init__(self) -> None:
+        self._seen: dict[int, str | tuple[str | None, str | None] | None] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str, kubernetes_version: str, schema_dir: str | None) -> int:
+        material = f"{kubernetes_version}\0{schema_dir}\0{text}".encode()
+        return int.from_bytes(hashlib.blake2b(material, digest_size=16).digest(), "big")
+
+    def get(self, key: int) -> tuple[str | None, str | None] | None:
+        if key not in self._seen:
+            return None
+        found = self._seen[key]
+        return found if isinstance(found, tuple) else (found, None)
+
+    def put(self, key: int, owner: str | None, unchecked: str | None) -> None:
+        owner = sys.intern(owner) if owner is not None else None
+        with self._lock:
+            if len(self._seen) >= self.LIMIT:
+                self._seen.clear()  # rare; simple beats LRU here
+            self._seen[key] = (owner, unchecked) if unchecked is not None else owner
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_VALID = _Valid()
+
+
+class _Unowned(Exception):
+    """An object of an aggregate build carries no id of the chunk's roots."""
+
+
+def _check_output(
+    text: str, kubernetes_version: str, schema_dir: str | None
+) -> list[tuple[str | None, tuple[str, ...], str | None]]:
+    """(owner, errors, unchecked) for every object of one build output."""
+    texts = _split_documents(text)
+    keys = [_VALID.key(t, kubernetes_version, schema_dir) for t in texts]
+    known = [_VALID.get(k) for k in keys]
+    todo = [t for t, hit in zip(texts, known, strict=True) if hit is None]
+    try:
+        fresh = iter(_check_somewhere(todo, kubernetes_version, schema_dir) if todo else [])
+    except yaml.YAMLError:
+        # Not one document per part after all: read the stream as kustomize wrote it.
+        directory = Path(schema_dir) if schema_dir is not None else None
+        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d]
+        return [_check_document(d, kubernetes_version, directory) for d in docs]
+    out: list[tuple[str | None, tuple[str, ...], str | None]] = []
+    for key, hit in zip(keys, known, strict=True):
+        if hit is not None:
+            out.append((hit[0], (), hit[1]))
+            continue
+        checked = next(fresh)
+        if checked is None:
+            continue
+        if not checked[1]:
+            _VALID.put(key, checked[0], checked[2])
+        out.append(checked)
+    return out
+
+
+def _check_chunk(
+    base: Path, folders: Sequence[str], kubernetes_version: str, schema_dir: str | None
+) -> dict[str, RootCheck]:
+    if len(folders) == 1:
+        folder = folders[0]
+        try:
+            text = kustomize_text(base / folder)
+        except BuildError as e:
+            return {folder: RootCheck(build_error=str(e))}
+        result = RootCheck()
+        for _owner, errors, unchecked in _check_output(text, kubernetes_version, schema_dir):
+            result.objects += 1
+            result.errors.extend(errors)
+            if unchecked:
+                result.unchecked.append(unchecked)
+        return {folder: result}
+    owner: dict[str, str] = {}
+    for folder in folders:
+        dep_id = _root_id(base / folder)
+        if dep_id is None or dep_id in owner:
+            return _check_singly(base, folders, kubernetes_version, schema_dir)
+        owner[dep_id] = folder
+    with tempfile.TemporaryDirectory(prefix=".validate-", dir=base) as tmp:
+        parent = _write_parent(base, Path(tmp), folders)
+        try:
+            text = kustomize_text(parent)
+        except BuildError:
+            mid = len(folders) // 2
+            out = _check_chunk(base, folders[:mid], kubernetes_version, schema_dir)
+            out.update(_check_chunk(base, folders[mid:], kubernetes_version, schema_dir))
+            return out
+    results = {f: RootCheck() for f in folders}
+    try:
+        for dep_id, errors, unchecked in _check_output(text, kubernetes_version, schema_dir):
+            found = owner.get(str(dep_id)) if dep_id is not None else None
+            if found is None:
+                raise _Unowned
+            result = results[found]
+            result.objects += 1
+            result.errors.extend(errors)
+            if unchecked:
+                result.unchecked.append(unchecked)
+    except _Unowned:
+        return _check_singly(base, folders, kubernetes_version, schema_dir)
+    return results
+
+
+def _check_singly(
+    base: Path, folders: Sequence[str], kubernetes_version: str, schema_dir: str | None
+) -> dict[str, RootCheck]:
+    out: dict[str, RootCheck] = {}
+    for folder in folders:
+        out.update(_check_chunk(base, [folder], kubernetes_version, schema_dir))
+    return out
+
+
+def check_roots(
+    base: Path,
+    folders: Iterable[str],
+    *,
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+    schema_dir: Path | None = None,
+) -> dict[str, RootCheck]:
+    """folder -> what building it and validating its objects found."""
+    todo = sorted(set(folders))
+    if not todo:
+        return {}
+    directory = str(schema_dir) if schema_dir is not None else None
+    # One build per core, plus one, so that a core is never idle while a build
+    # waits for its output to be checked; chunks of at most CHUNK roots, in a
+    # multiple of that so that the last round is as full as the others.
+    threads = available_cpus() + 1
+    count = math.ceil(len(todo) / CHUNK)
+    if count > threads:
+        count = math.ceil(count / threads) * threads
+    size, extra = divmod(len(todo), count)
+    chunks, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        chunks.append(todo[start:end])
+        start = end
+    threads = min(threads, len(chunks))
+    out: dict[str, RootCheck] = {}
+    if threads == 1:
+        for chunk in chunks:
+            out.update(_check_chunk(base, chunk, kubernetes_version, directory))
+        return out
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for part in pool.map(
+            lambda c: _check_chunk(base, c, kubernetes_version, directory), chunks
+        ):
+            out.update(part)
+    return out
+
+
 def validate_roots(
     base: Path,
     folders: Iterable[str],
@@ -184,17 +551,10 @@ def validate_roots(
     schema_dir: Path | None = None,
 ) -> dict[str, list[str]]:
     """folder -> list of errors (empty = builds and every object validates)."""
-    built = build_roots(base, folders)
-    result: dict[str, list[str]] = {}
-    for folder, objects in sorted(built.items()):
-        if isinstance(objects, str):
-            result[folder] = [f"kustomize build failed: {objects}"]
-            continue
-        errors, _unchecked = validate_objects(
-            objects, kubernetes_version=kubernetes_version, schema_dir=schema_dir
-        )
-        result[folder] = errors
-    return result
+    checked = check_roots(
+        base, folders, kubernetes_version=kubernetes_version, schema_dir=schema_dir
+    )
+    return {folder: result.problems for folder, result in sorted(checked.items())}
 
 
 def find_roots(tree: Path) -> list[str]:
