@@ -45,7 +45,6 @@ from bridge.errors import (
     DeploymentError,
     GitError,
     HistoryRewritten,
-    InvalidDeployment,
     LocalCloneBroken,
     MassDeleteRefused,
     PushRejected,
@@ -227,18 +226,8 @@ class Reconciler:
 
     def _run_cycle(self) -> CycleReport:
         listener, deployments, invalid = self.list_deployments()
-        report = CycleReport()
+        report = CycleReport(outcomes=invalid_as_failed(invalid))
         for error in invalid:
-            report.outcomes.append(
-                Outcome(
-                    target="-",
-                    namespace="-",
-                    deployment_id=error.deployment_id,
-                    name=error.deployment_name,
-                    action="failed",
-                    error=str(error),
-                )
-            )
             log.error(
                 "%s", error, extra=deployment_extra(error.deployment_name, error.deployment_id)
             )
@@ -942,7 +931,8 @@ class Reconciler:
         return "".join(chunks)
 
 
-def invalid_as_failed(errors: Iterable[InvalidDeployment]) -> list[Outcome]:
+def invalid_as_failed(errors: Iterable[DeploymentError]) -> list[Outcome]:
+    """Records the control plane sent but we could not parse: failed, never deleted."""
     return [
         Outcome(
             target="-",
