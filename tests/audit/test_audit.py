@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 
+from tests.keys import ssh_keygen, throwaway_gnupg
 from tests.reconcile.world import World, git, make_world
 
 
 def keygen(path: Path, comment: str) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-    )
-    return path.with_suffix(".pub").read_text().strip()
+    """A key pair; returns the public key line (for allowed_signers)."""
+    return ssh_keygen(path, comment=comment).with_suffix(".pub").read_text().strip()
 
 
 @pytest.fixture
@@ -195,39 +193,8 @@ def test_unsigned_bridge_commits_are_findings_when_signing_is_expected(
 
 
 def test_openpgp_signed_history_is_verified_against_the_configured_key(tmp_path: Path) -> None:
-    import shutil
-
-    if shutil.which("gpg") is None:
-        pytest.skip("gpg is not installed")
     home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
-    try:
-        subprocess.run(
-            [
-                "gpg",
-                "--batch",
-                "--passphrase",
-                "",
-                "--quick-gen-key",
-                "GitOps Bridge <bridge@test.invalid>",
-                "ed25519",
-                "sign",
-                "never",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        listing = subprocess.run(
-            ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    with throwaway_gnupg(home, "GitOps Bridge <bridge@test.invalid>") as fpr:
         (tmp_path / "w").mkdir()
         with make_world(tmp_path / "w", namespaces=("agents",)) as world:
             world.config_overrides["git.signing"] = {
@@ -260,5 +227,3 @@ def test_openpgp_signed_history_is_verified_against_the_configured_key(tmp_path:
             sig = doc["deployments"][0]["history"][0]["signature"]
             assert sig["status"] == "good" and sig["verified"] is True
             assert fpr.endswith(sig["key"])
-    finally:
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)

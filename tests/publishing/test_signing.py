@@ -3,8 +3,6 @@ GnuPG home). A key that cannot sign means no commit at all."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,18 +12,10 @@ from bridge.config import GitSettings, SigningSettings
 from bridge.errors import SigningError
 from bridge.publishing import TargetRepo
 from tests.gitservers import git
+from tests.keys import ssh_keygen, throwaway_gnupg
 from tests.publishing.conftest import AUTHOR, EMAIL
 
 OpenRepo = Callable[..., TargetRepo]
-
-
-def keygen(path: Path, passphrase: str = "") -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "signing", "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path
 
 
 def signed_settings(base: GitSettings, **signing: object) -> GitSettings:
@@ -40,7 +30,7 @@ def signed_settings(base: GitSettings, **signing: object) -> GitSettings:
 def test_ssh_signed_commits_verify(
     open_repo: OpenRepo, remote: Path, git_settings: GitSettings, tmp_path: Path
 ) -> None:
-    key = keygen(tmp_path / "signing_key")
+    key = ssh_keygen(tmp_path / "signing_key")
     repo = open_repo(settings=signed_settings(git_settings, format="ssh", key_file=key))
     repo.sync()
     repo.check_signing()
@@ -76,7 +66,7 @@ def test_passphrase_protected_ssh_key_makes_no_commit(
     plain.push()
     plain.close()
 
-    key = keygen(tmp_path / "protected_key", passphrase="correct horse battery")
+    key = ssh_keygen(tmp_path / "protected_key", passphrase="correct horse battery")
     repo = open_repo(settings=signed_settings(git_settings, format="ssh", key_file=key))
     assert repo.sync() == base
     with pytest.raises(SigningError) as caught:
@@ -99,7 +89,7 @@ def test_missing_or_public_ssh_key_is_a_signing_error(
     )
     with pytest.raises(SigningError, match="does not exist"):
         missing.check_signing()
-    key = keygen(tmp_path / "k")
+    key = ssh_keygen(tmp_path / "k")
     public = open_repo(
         settings=signed_settings(git_settings, format="ssh", key_file=key.with_suffix(".pub"))
     )
@@ -124,41 +114,9 @@ def test_unsigned_commit_ignores_a_global_gpgsign(
 
 @pytest.fixture
 def gnupg_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    if shutil.which("gpg") is None:
-        pytest.skip("gpg is not installed")
     home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
-    try:
-        subprocess.run(
-            [
-                "gpg",
-                "--batch",
-                "--passphrase",
-                "",
-                "--quick-gen-key",
-                f"GitOps Bridge <{EMAIL}>",
-                "ed25519",
-                "sign",
-                "never",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        listing = subprocess.run(
-            ["gpg", "--batch", "--with-colons", "--list-secret-keys"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    with throwaway_gnupg(home, f"GitOps Bridge <{EMAIL}>") as fpr:
         yield home, fpr
-    finally:
-        # gpg leaves a gpg-agent per home: stop it (by its home, not by name).
-        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
 
 
 def test_openpgp_signed_commits_verify(
@@ -197,7 +155,7 @@ def test_unknown_openpgp_key_is_a_signing_error(
 def test_key_lost_after_the_check_still_makes_no_commit(
     open_repo: OpenRepo, remote: Path, git_settings: GitSettings, tmp_path: Path
 ) -> None:
-    key = keygen(tmp_path / "vanishing_key")
+    key = ssh_keygen(tmp_path / "vanishing_key")
     repo = open_repo(settings=signed_settings(git_settings, format="ssh", key_file=key))
     repo.sync()
     repo.check_signing()
