@@ -22,9 +22,8 @@ from typing import Any
 import click
 
 from bridge.canonical_yaml import dumps
-from bridge.config import ControlPlaneSettings, load_settings
+from bridge.config import load_settings
 from bridge.logs import register_secret
-from bridge.redaction import Redacted
 from bridge.running import make_reconciler, summarize, write_status
 
 MARKER = ".gitops-bridge-demo"
@@ -37,24 +36,6 @@ def _git(*args: str, cwd: Path | None = None) -> str:
         ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
     )
     return out.stdout
-
-
-def _deployment(
-    name: str, namespace: str, listener_id: str, image: str, **extra: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": name,
-        "source": "external_docker",
-        "source_config": {
-            "listener_id": listener_id,
-            "listener_config": {"k8s_namespace": namespace},
-            "resource_spec": extra.pop("resource_spec", None),
-        },
-        "source_revision_config": {"image_uri": image},
-        "secrets": extra.pop("secrets", []),
-    }
-    body.update(extra)
-    return body
 
 
 def _prepare_dir(directory: Path) -> None:
@@ -72,7 +53,7 @@ def _prepare_dir(directory: Path) -> None:
 def run_demo(directory: Path) -> int:
     import pyrage
 
-    from bridge.controlplane.client import ControlPlaneClient
+    from bridge.controlplane.client import ControlPlaneClient, deployment_request
     from bridge.controlplane.server import start_in_thread
 
     started = time.monotonic()
@@ -98,20 +79,14 @@ def run_demo(directory: Path) -> int:
 
     server = start_in_thread(db=directory / "control-plane.db", api_key=api_key)
     try:
-        admin_settings = ControlPlaneSettings(
-            url=server.url,
-            api_key_env="LANGSMITH_API_KEY",
-            api_key=Redacted(api_key),
-            listener_id="00000000-0000-0000-0000-000000000000",
-        )
-        with ControlPlaneClient.from_settings(admin_settings) as admin:
+        with ControlPlaneClient.admin(server.url, api_key) as admin:
             listener = admin.create_listener("demo-cluster", list(NAMESPACES))
             listener_id = listener["id"]
             support = admin.create_deployment(
-                _deployment(
+                deployment_request(
                     "support-agent",
-                    "agents",
                     listener_id,
+                    "agents",
                     "registry.example.com/acme/support-agent:1.4.2",
                     secrets=[
                         {"name": "OPENAI_API_KEY", "value": "sk-demo-" + secrets.token_hex(16)},
@@ -120,19 +95,19 @@ def run_demo(directory: Path) -> int:
                 )
             )
             research = admin.create_deployment(
-                _deployment(
+                deployment_request(
                     "research-agent",
-                    "agents",
                     listener_id,
+                    "agents",
                     "registry.example.com/acme/research-agent:2.0.0",
                     resource_spec={"min_scale": 1, "max_scale": 5, "cpu": 2, "memory_mb": 2048},
                 )
             )
             admin.create_deployment(
-                _deployment(
+                deployment_request(
                     "triage-agent",
-                    "agents-staging",
                     listener_id,
+                    "agents-staging",
                     "registry.example.com/acme/triage-agent:0.9.0",
                 )
             )

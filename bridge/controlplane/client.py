@@ -79,6 +79,28 @@ class _Reply:
     detail: str  # the server's `detail` for a 4xx, else ""
 
 
+NO_LISTENER = "00000000-0000-0000-0000-000000000000"
+
+
+def deployment_request(
+    name: str, listener_id: str, namespace: str, image: str, **extra: Any
+) -> dict[str, Any]:
+    """A `DeploymentCreateRequest` body for a hybrid/self-hosted (external_docker) deployment."""
+    body: dict[str, Any] = {
+        "name": name,
+        "source": "external_docker",
+        "source_config": {
+            "listener_id": listener_id,
+            "listener_config": {"k8s_namespace": namespace},
+            "resource_spec": extra.pop("resource_spec", None),
+        },
+        "source_revision_config": {"image_uri": image},
+        "secrets": extra.pop("secrets", []),
+    }
+    body.update(extra)
+    return body
+
+
 class ControlPlaneClient:
     """One keep-alive connection pool to the control plane, with the retry rules above."""
 
@@ -100,6 +122,20 @@ class ControlPlaneClient:
         self._on_response = on_response
         self._sleep = sleep
         self._jitter = jitter
+
+    @classmethod
+    def admin(cls, url: str, api_key: str, *, timeout: float = 10.0) -> ControlPlaneClient:
+        """A client for the admin helpers (demo, tests): creates listeners and deployments,
+        lists nothing of its own."""
+        return cls.from_settings(
+            ControlPlaneSettings(
+                url=url,
+                api_key_env="LANGSMITH_API_KEY",
+                api_key=Redacted(api_key),
+                listener_id=NO_LISTENER,
+                timeout=timeout,
+            )
+        )
 
     @classmethod
     def from_settings(

@@ -12,11 +12,9 @@ import httpx
 import pytest
 
 from bridge.config import ControlPlaneSettings
-from bridge.controlplane.client import ControlPlaneClient
+from bridge.controlplane.client import NO_LISTENER, ControlPlaneClient, deployment_request
 from bridge.controlplane.server import RunningServer, start_in_thread
 from bridge.redaction import Redacted
-
-NO_LISTENER = "00000000-0000-0000-0000-000000000000"
 
 
 def make_settings(
@@ -38,19 +36,7 @@ def deployment_body(
     image: str = "registry.example.com/acme/agent:1.0.0",
     **extra: Any,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": name,
-        "source": "external_docker",
-        "source_config": {
-            "listener_id": listener_id,
-            "listener_config": {"k8s_namespace": namespace},
-            "resource_spec": extra.pop("resource_spec", None),
-        },
-        "source_revision_config": {"image_uri": image},
-        "secrets": extra.pop("secrets", []),
-    }
-    body.update(extra)
-    return body
+    return deployment_request(name, listener_id, namespace, image, **extra)
 
 
 @dataclass

@@ -17,10 +17,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bridge.config import ControlPlaneSettings
-from bridge.controlplane.client import ControlPlaneClient
+from bridge.controlplane.client import ControlPlaneClient, deployment_request
 from bridge.controlplane.server import start_in_thread
-from bridge.redaction import Redacted
 
 API_KEY = "lsv2_pt_endpoint_test_0123456789abcdef"
 
@@ -54,25 +52,10 @@ def test_endpoints_during_run(tmp_path: Path) -> None:
     server = start_in_thread(db=tmp_path / "cp.db", api_key=API_KEY, faults=True)
     proc = None
     try:
-        admin_settings = ControlPlaneSettings(
-            url=server.url,
-            api_key_env="LANGSMITH_API_KEY",
-            api_key=Redacted(API_KEY),
-            listener_id="00000000-0000-0000-0000-000000000000",
-        )
-        with ControlPlaneClient.from_settings(admin_settings) as admin:
+        with ControlPlaneClient.admin(server.url, API_KEY) as admin:
             listener = admin.create_listener("c1", ["agents"])
             admin.create_deployment(
-                {
-                    "name": "alpha",
-                    "source": "external_docker",
-                    "source_config": {
-                        "listener_id": listener["id"],
-                        "listener_config": {"k8s_namespace": "agents"},
-                    },
-                    "source_revision_config": {"image_uri": "registry.example.com/a:1"},
-                    "secrets": [],
-                }
+                deployment_request("alpha", listener["id"], "agents", "registry.example.com/a:1")
             )
         remote = tmp_path / "agents.git"
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)

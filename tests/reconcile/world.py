@@ -15,9 +15,9 @@ from typing import Any
 import pyrage
 
 from bridge.canonical_yaml import dumps
-from bridge.config import ControlPlaneSettings, Settings, load_settings
+from bridge.config import Settings, load_settings
+from bridge.controlplane.client import deployment_request
 from bridge.reconciling import CycleReport
-from bridge.redaction import Redacted
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
 
@@ -104,17 +104,14 @@ class World:
         secret_list = [{"name": k, "value": v} for k, v in (secrets_ or {}).items()]
         self.secret_values.extend(v for v in (secrets_ or {}).values())
         dep: dict[str, Any] = self.admin.create_deployment(
-            {
-                "name": name,
-                "source": "external_docker",
-                "source_config": {
-                    "listener_id": self.listener_id,
-                    "listener_config": {"k8s_namespace": namespace or self.namespaces[0]},
-                    "resource_spec": resource_spec,
-                },
-                "source_revision_config": {"image_uri": image},
-                "secrets": secret_list,
-            }
+            deployment_request(
+                name,
+                self.listener_id,
+                namespace or self.namespaces[0],
+                image,
+                resource_spec=resource_spec,
+                secrets=secret_list,
+            )
         )
         return dep
 
@@ -189,14 +186,7 @@ def make_world(
     key_file.chmod(0o600)
     server = start_in_thread(db=root / "cp.db", api_key=api_key, faults=faults)
     try:
-        admin_settings = ControlPlaneSettings(
-            url=server.url,
-            api_key_env="LANGSMITH_API_KEY",
-            api_key=Redacted(api_key),
-            listener_id="00000000-0000-0000-0000-000000000000",
-            timeout=5,
-        )
-        with ControlPlaneClient.from_settings(admin_settings) as admin:
+        with ControlPlaneClient.admin(server.url, api_key, timeout=5) as admin:
             listener = admin.create_listener("test-cluster", list(namespaces))
             world = World(
                 root=root,
