@@ -3,6 +3,7 @@ the value and what is allowed, exits 2, and never shows the API key."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 from bridge.config import load_settings
 from bridge.errors import ConfigError
 
-API_KEY = "lsv2_pt_supersecretvalue_0123456789"
+API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 ENV = {"LANGSMITH_API_KEY": API_KEY, "GITOPS_BRIDGE_KEY": "k" * 64}
 LISTENER = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_lists_exactly_the_listeners_deployments(plane: Plane, tmp_path: Path) -
 
 def test_refused_key_exits_3_without_showing_it(plane: Plane, tmp_path: Path) -> None:
     mine = plane.admin.create_listener("cluster-c", ["agents"])
-    wrong = "lsv2_pt_wrong_key_0123456789abcdef"
+    wrong = "lsv2_pt_" + secrets.token_hex(16)
     done = deployments(plane, tmp_path, mine["id"], wrong)
     assert done.returncode == 3
     assert "LANGSMITH_API_KEY" in done.stderr

@@ -8,6 +8,7 @@ same client against the real local control plane on loopback.
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from tests.controlplane.conftest import make_settings
 
 LISTENER = "7d1c55a6-0a5c-4c1c-9a43-1d7e3f2c9b10"
 OTHER_LISTENER = "1b2b3c4d-0000-4000-8000-000000000001"
-API_KEY = "lsv2_pt_0123456789abcdef_verysecret"
+API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 BASE = "https://ls.example.com/api-host"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -251,10 +252,11 @@ def test_error_bodies_are_the_real_apis(plane: Plane) -> None:
 
 
 def test_wrong_key_and_unknown_listener_through_the_client(plane: Plane) -> None:
-    settings = make_settings(plane.url, "lsv2_pt_wrongwrongwrong", str(uuid.uuid4()))
+    wrong = "lsv2_pt_" + secrets.token_hex(16)
+    settings = make_settings(plane.url, wrong, str(uuid.uuid4()))
     with ControlPlaneClient.from_settings(settings) as client, pytest.raises(AuthRefused) as info:
         client.list_listener_deployments()
-    assert "lsv2_pt_wrongwrongwrong" not in str(info.value) + repr(info.value)
+    assert wrong not in str(info.value) + repr(info.value)
     assert plane.api_key not in str(info.value)
     assert "$LANGSMITH_API_KEY" in str(info.value)
 

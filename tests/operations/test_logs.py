@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,7 +71,7 @@ def test_scrub_filter_masks_registered_secrets_and_exceptions() -> None:
     stream = io.StringIO()
     logs.setup("json", "info", stream=stream)
     try:
-        secret = "lsv2_pt_0123456789abcdef_secret"
+        secret = "lsv2_pt_" + secrets.token_hex(16)
         logs.register_secret(secret)
         log = logging.getLogger("bridge.test")
         log.error("calling with %s", secret)

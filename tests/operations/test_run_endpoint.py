@@ -4,6 +4,7 @@ real HTTP, readiness flipping when the control plane fails and recovering after.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import yaml
 from bridge.controlplane.client import ControlPlaneClient, deployment_request
 from bridge.controlplane.server import start_in_thread
 
-API_KEY = "lsv2_pt_endpoint_test_0123456789abcdef"
+API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 
 
 def free_port() -> int:
