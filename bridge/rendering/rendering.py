@@ -14,7 +14,6 @@ only on their own sizes and the names, so a new revision never restarts them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -844,7 +843,3 @@ def _split_url(url: str, default_host: str, default_path: str) -> tuple[str, str
     host = (parts.hostname or default_host).lower()
     path = parts.path or default_path
     return host, path
-
-
-def fingerprint_hex(dep: Deployment, ctx: RenderContext) -> str:
-    return hashlib.sha256(input_fingerprint(dep, ctx)).hexdigest()

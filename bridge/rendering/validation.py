@@ -27,7 +27,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -574,7 +573,3 @@ def find_roots(tree: Path) -> list[str]:
         ):
             roots.append(folder.relative_to(tree).as_posix() or ".")
     return roots
-
-
-def cleanup(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
