@@ -89,9 +89,9 @@ class Repo(Protocol):
     def sync(self) -> str | None: ...
     def ls_tree(self, prefix: str) -> dict[str, str]: ...
     def read_blob(self, blob: str) -> bytes: ...
-    def commit(
-        self, message: str, *, write: Mapping[str, bytes], delete: Iterable[str] = ()
-    ) -> str | None: ...
+    def commit_all(
+        self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
+    ) -> list[str | None]: ...
     def push(self) -> bool: ...
     def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None: ...
     def check_signing(self) -> None: ...
@@ -321,10 +321,10 @@ class Reconciler:
                 repo.check_signing()
             committed = 0
             checkpoint("before-commit")
-            for index, change in enumerate(changes):
-                if index:
-                    checkpoint("between-commits")
-                sha = repo.commit(change.info.message(), write=change.write, delete=change.delete)
+            shas = repo.commit_all(
+                [(change.info.message(), change.write, change.delete) for change in changes]
+            )
+            for change, sha in zip(changes, shas, strict=True):
                 change.outcome.commit = sha
                 if sha is not None:
                     committed += 1

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -40,7 +41,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -51,6 +52,7 @@ from bridge.faults import checkpoint
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
+    LOCAL_TIMEOUT,
     REMOTE_TIMEOUT,
     GitResult,
     Transport,
@@ -67,6 +69,11 @@ _PROCESS_STARTED = time.time()
 STALE_LOCK_SECONDS = 600.0
 LOCK_TIMEOUT = 120.0
 _NEEDS_RECLONE = "bridge-needs-reclone"
+# Scratch ref that `git fast-import` writes a batch of commits to; the branch
+# then moves to its tip (compare-and-swap) and the ref is deleted in one step.
+_IMPORT_REF = "refs/bridge/import"
+_EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+_NO_AUTO_GC = ("-c", "gc.auto=0", "-c", "maintenance.auto=false")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 # Signs in git's stderr that the local clone, not the remote, is the problem.
 _LOCAL_DAMAGE = re.compile(
@@ -419,6 +426,10 @@ class TargetRepo:
             f"+{self.local_ref}:{self.fetched_ref}",
             env=self.transport.remote_env(),
             timeout=REMOTE_TIMEOUT,
+            # No automatic gc inside the fetch: it would run in the foreground of
+            # the next cycle (13 s at 10,000 deployments after a cold cycle).
+            # push() runs `gc --auto` once a cycle has published.
+            config=_NO_AUTO_GC,
         )
         if fetched.returncode != 0:
             if "couldn't find remote ref" in fetched.stderr:
@@ -606,6 +617,154 @@ class TargetRepo:
             raise self._broken("update-ref", moved.stderr, mark=False)
         return sha
 
+    def commit_all(
+        self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
+    ) -> list[str | None]:
+        """Several commits in order, each as `commit(message, write=, delete=)` would
+        make it; the sha of each, None where it would not change the tree.
+
+        Unsigned, they go through one `git fast-import` stream and one ref update:
+        ~1 ms per commit instead of ~20 ms for the 7 git processes of `commit()`
+        (a cold cycle of 1,000 deployments makes 1,000 commits). fast-import
+        cannot sign, so signed commits take the per-commit path."""
+        todo = [
+            (
+                message,
+                {check_repo_path(p): bytes(data) for p, data in write.items()},
+                sorted({check_repo_path(p, folder=True) for p in delete}),
+            )
+            for message, write, delete in commits
+        ]
+        if any(not message.strip() for message, _w, _d in todo):
+            raise ValueError("empty commit message")
+        if len(todo) < 2 or self.signer.enabled:
+            return self._commit_singly(todo)
+        self._ensure()
+        parent = self._rev(self.local_ref)
+        shas = self._fast_import(parent, todo)
+        if shas is None:
+            # A commit would not have changed the tree (the caller plans only real
+            # changes, so this is rare): the exact path, which skips empty commits.
+            # What fast-import wrote is unreachable and pruned by gc.
+            return self._commit_singly(todo)
+        checkpoint("writing-files")
+        moved = self._git(
+            "update-ref",
+            "--stdin",
+            input=(
+                f"start\nupdate {self.local_ref} {shas[-1]} {parent or '0' * 40}\n"
+                f"delete {_IMPORT_REF}\ncommit\n"
+            ).encode(),
+        )
+        if moved.returncode != 0:
+            raise self._broken("update-ref", moved.stderr, mark=False)
+        self._index_tree = None  # the index holds an older tree now
+        return list(shas)
+
+    def _commit_singly(
+        self, commits: Sequence[tuple[str, dict[str, bytes], list[str]]]
+    ) -> list[str | None]:
+        out: list[str | None] = []
+        for index, (message, write, delete) in enumerate(commits):
+            if index:
+                checkpoint("between-commits")
+            out.append(self.commit(message, write=write, delete=delete))
+        return out
+
+    def _fast_import(
+        self, parent: str | None, commits: list[tuple[str, dict[str, bytes], list[str]]]
+    ) -> list[str] | None:
+        """Write the commits on _IMPORT_REF; their shas, or None if one is empty."""
+        s = self.settings
+        author = f"{s.author_name} <{s.author_email}> now".encode()
+        marks = self.path / f"bridge-marks-{os.getpid()}-{id(self):x}"
+        proc = subprocess.Popen(
+            [
+                "git",
+                *BASE_CONFIG,
+                f"--git-dir={self.path}",
+                "fast-import",
+                "--quiet",
+                "--done",
+                "--force",  # _IMPORT_REF is ours and scratch; the branch moves by CAS below
+                "--date-format=now",
+                f"--export-marks={marks}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self._env,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None
+        # stderr is read at the end: fast-import writes to it only when it fails.
+        try:
+            # Start the scratch ref afresh (a crashed run may have left it behind);
+            # the first commit's parent is the branch head, named explicitly.
+            proc.stdin.write(b"reset %s\n\n" % _IMPORT_REF.encode())
+            for index, (message, write, delete) in enumerate(commits):
+                if index:
+                    # The first commits are in fast-import's unfinished pack, the
+                    # branch has not moved: a crash here leaves a temp pack only.
+                    checkpoint("between-commits")
+                text = (message if message.endswith("\n") else message + "\n").encode()
+                chunk = bytearray(b"commit %s\nmark :%d\n" % (_IMPORT_REF.encode(), index + 1))
+                chunk += b"author %s\ncommitter %s\n" % (author, author)
+                chunk += b"data %d\n%s\n" % (len(text), text)
+                if index == 0 and parent is not None:
+                    chunk += b"from %s\n" % parent.encode()
+                for path in delete:
+                    chunk += b"D %s\n" % _quote(path)
+                for path, data in write.items():
+                    chunk += b"M 100644 inline %s\ndata %d\n" % (_quote(path), len(data))
+                    chunk += data
+                    chunk += b"\n"
+                proc.stdin.write(chunk)
+            _out, err = proc.communicate(b"done\n", timeout=LOCAL_TIMEOUT)
+            stderr = err.decode("utf-8", "replace")
+            returncode = proc.returncode
+        except (BrokenPipeError, OSError) as e:
+            proc.kill()
+            _out, err = proc.communicate()
+            marks.unlink(missing_ok=True)
+            raise self._broken("fast-import", f"{e!r}: {err.decode('utf-8', 'replace')}") from e
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            marks.unlink(missing_ok=True)
+            raise
+        try:
+            if returncode != 0:
+                raise self._broken("fast-import", stderr)
+            try:
+                by_mark = dict(
+                    line.split(" ", 1) for line in marks.read_text().splitlines() if line
+                )
+            except OSError as e:
+                raise self._broken("fast-import", f"cannot read the marks file: {e}") from e
+        finally:
+            marks.unlink(missing_ok=True)
+        try:
+            shas = [by_mark[f":{mark}"] for mark in range(1, len(commits) + 1)]
+        except KeyError as e:
+            raise self._broken("fast-import", f"no object id for commit {e}") from e
+        # No empty commits: each tree must differ from its parent's (one process).
+        listed = self._must(
+            "list the new trees",
+            "rev-list",
+            "--no-commit-header",
+            "--format=%T",
+            "-n",
+            str(len(shas) + (parent is not None)),
+            shas[-1],
+        )
+        trees = listed.decode().split()[::-1]  # oldest first; parent's tree first if any
+        if parent is None:
+            trees = [_EMPTY_TREE, *trees]  # a root commit must not be empty either
+        if len(trees) != len(shas) + 1 or any(a == b for a, b in itertools.pairwise(trees)):
+            return None
+        return shas
+
     def _build_tree(
         self,
         parent: str | None,
@@ -747,7 +906,23 @@ class TargetRepo:
             raise self.transport.failure("push to", result.stderr)
         # git already moved the tracking ref; make sure even for odd remotes.
         self._must("update the tracking ref", "update-ref", self.tracking_ref, local)
+        self._maintain()
         return True
+
+    def _maintain(self) -> None:
+        """`git gc --auto` after a push: what was just published is safe, and a cycle
+        that wrote is the one that added packs and loose objects. Usually a no-op
+        (~3 ms); a repack when git's thresholds are passed. A failure is logged,
+        not raised: the cycle's work is done and the next cycle tries again."""
+        result = self._git("gc", "--auto", "--quiet", config=("-c", "gc.autoDetach=false"))
+        if result.returncode != 0:
+            log.warning(
+                "target %s: git gc --auto failed in %s: %s",
+                self._ns,
+                self.path,
+                self.transport.clean(result.stderr)[-300:],
+                extra={"target": self._ns},
+            )
 
     def _rejected(self, summary: str, stderr: str) -> GitError:
         where = (
@@ -778,6 +953,13 @@ class TargetRepo:
             _release_clone_lock(self._lock_path)
             self._locked = False
         self._ready = False
+
+
+def _quote(path: str) -> bytes:
+    """A path for a fast-import `M`/`D` line: C-style quoted, so that no name
+    (spaces, a leading quote) can be misread; check_repo_path already refused
+    backslashes and control characters."""
+    return b'"' + path.encode("utf-8", "surrogateescape").replace(b'"', b'\\"') + b'"'
 
 
 def _read_exact(stream: IO[bytes], size: int) -> bytes:
