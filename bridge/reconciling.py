@@ -32,6 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal, Protocol
@@ -53,6 +54,7 @@ from bridge.errors import (
 from bridge.faults import checkpoint, crash_soon
 from bridge.logs import deployment_extra
 from bridge.models import Deployment, Listener
+from bridge.publishing.objects import blob_id
 from bridge.redaction import Redacted
 from bridge.secrets.providers import Sealer
 from bridge.state import STATE_FILE, DeploymentState, SecretRecord
@@ -64,11 +66,7 @@ Action = Literal[
 ]
 ESCROW_POSTGRES = "postgres-password"
 SECRET_MAX_BYTES = 1024 * 1024  # Kubernetes' limit on a Secret's data
-
-
-def blob_id(data: bytes) -> str:
-    """The git blob id of some bytes, without asking git (sha1 is git's object name)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+SYNC_THREADS = 4  # targets fetched at the same time
 
 
 def shard_owns(target: Target, shard: tuple[int, int] | None) -> bool:
@@ -245,28 +243,54 @@ class Reconciler:
                 )
                 report.warnings.append(message)
                 log.warning("%s", message, extra={"namespace": namespace})
-        for target in self.settings.targets:
-            if not shard_owns(target, self.shard):
-                continue
-            result = TargetResult(target=target)
-            report.targets.append(result)
+        owned = [t for t in self.settings.targets if shard_owns(t, self.shard)]
+        # Every target's first sync (a fetch: a network round trip to its remote)
+        # runs ahead in a few threads while targets are planned and committed one
+        # at a time; git does the work, in its own processes.
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(SYNC_THREADS, len(owned))), thread_name_prefix="sync"
+        ) as pool:
+            opened: dict[str, tuple[Repo, Future[str | None]] | BridgeError] = {}
+            for target in owned:
+                try:
+                    repo = self.open_repo(target)
+                except BridgeError as e:
+                    opened[target.key] = e
+                    continue
+                opened[target.key] = (repo, pool.submit(repo.sync))
             try:
-                outcomes = self._reconcile_target(
-                    target,
-                    listener,
-                    by_namespace.get(target.namespace, []),
-                    unparsed_ids,
-                    result,
-                )
-                report.outcomes.extend(outcomes)
-            except BridgeError as e:
-                result.error = e
-                log.error("target %s: %s", target.namespace, e, extra={"target": target.namespace})
+                for target in owned:
+                    result = TargetResult(target=target)
+                    report.targets.append(result)
+                    try:
+                        entry = opened.pop(target.key)
+                        if isinstance(entry, BridgeError):
+                            raise entry
+                        outcomes = self._reconcile_target(
+                            target,
+                            listener,
+                            by_namespace.get(target.namespace, []),
+                            unparsed_ids,
+                            result,
+                            entry,
+                        )
+                        report.outcomes.extend(outcomes)
+                    except BridgeError as e:
+                        result.error = e
+                        log.error(
+                            "target %s: %s", target.namespace, e, extra={"target": target.namespace}
+                        )
+                    finally:
+                        # Plans are only reused by this target's push retries: free the
+                        # rendered files now (at 10,000 deployments they were ~160 MB).
+                        self._plans.clear()
+                        self._validated.clear()
             finally:
-                # Plans are only reused by this target's push retries: free the
-                # rendered files now (at 10,000 deployments they were ~160 MB).
-                self._plans.clear()
-                self._validated.clear()
+                # Left over only if the loop was cut short: release those clones.
+                for entry in opened.values():
+                    if not isinstance(entry, BridgeError):
+                        wait([entry[1]])  # its error, if any, is moot now
+                        entry[0].close()
         return report
 
     # -- one target -------------------------------------------------------------
@@ -278,11 +302,14 @@ class Reconciler:
         deployments: list[Deployment],
         unparsed_ids: set[str],
         result: TargetResult,
+        opened: tuple[Repo, Future[str | None]],
     ) -> list[Outcome]:
-        repo = self.open_repo(target)
+        repo, first_sync = opened
         try:
             try:
-                return self._publish(repo, target, listener, deployments, unparsed_ids, result)
+                return self._publish(
+                    repo, target, listener, deployments, unparsed_ids, result, first_sync
+                )
             except LocalCloneBroken as e:
                 # The writer has marked its clone: the next sync() moves it aside and
                 # clones again, so the cycle carries on instead of failing until the
@@ -309,11 +336,16 @@ class Reconciler:
         deployments: list[Deployment],
         unparsed_ids: set[str],
         result: TargetResult,
+        first_sync: Future[str | None] | None = None,
     ) -> list[Outcome]:
-        """Sync, plan, commit, push; a rejected push starts over on the new head."""
+        """Sync, plan, commit, push; a rejected push starts over on the new head.
+        `first_sync`: the first attempt's sync, already started."""
         attempts = max(1, self.settings.git.push_retries + 1)
         for attempt in range(attempts):
-            result.head = repo.sync()
+            if attempt == 0 and first_sync is not None:
+                result.head = first_sync.result()  # raises what sync() raised
+            else:
+                result.head = repo.sync()
             outcomes, changes = self._plan_target(repo, target, listener, deployments, unparsed_ids)
             if self.dry_run or not changes:
                 return outcomes
@@ -498,7 +530,7 @@ class Reconciler:
             )
 
         by_id = {o.deployment_id: o for o in outcomes}
-        for dep, kind, files, _state, name in pending:
+        for dep, kind, files, state, name in pending:
             outcome = by_id[dep.id]
             folder_path = f"{ns_dir}/{name}"
             errors = validated.get(folder_path, [])
@@ -511,6 +543,12 @@ class Reconciler:
                 log.error(outcome.error, extra=deployment_extra(dep.name, dep.id))
                 continue
             old = existing.get(dep.id)
+            if STATE_FILE in files:
+                # What this cycle writes, the next one finds without reading it back
+                # (keyed by blob id: right whether or not the commit lands).
+                state_blob = blob_id(files[STATE_FILE])
+                self._state_cache[state_blob] = state
+                self._states_seen.add(state_blob)
             write = {f"{folder_path}/{fname}": data for fname, data in files.items()}
             delete: list[str] = []
             if old is not None and old.folder != name:

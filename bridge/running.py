@@ -111,8 +111,16 @@ def make_reconciler(
         listing = client.list_listener_deployments()
         return listing.listener, listing.deployments, listing.invalid
 
+    # One writer per target for the reconciler's life: the reconciler closes it
+    # after each cycle (lock released), and the next cycle reuses what it knows
+    # by commit id (the tree listing), so a target whose head did not move costs
+    # no `ls-tree`.
+    repos: dict[str, TargetRepo] = {}
+
     def open_repo(target: Target) -> Repo:
-        repo: Repo = TargetRepo(target, settings.git)
+        repo = repos.get(target.key)
+        if repo is None:
+            repo = repos[target.key] = TargetRepo(target, settings.git)
         return repo
 
     def on_event(name: str, data: Mapping[str, object]) -> None:

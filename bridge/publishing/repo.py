@@ -49,6 +49,7 @@ from typing import IO
 from bridge.config import GitSettings, Target
 from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
 from bridge.faults import checkpoint
+from bridge.publishing.objects import blob_id
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
@@ -193,6 +194,18 @@ class TargetRepo:
         # whole repo (36 of 61 ms on 10k files).
         self._index = self.path / f"bridge-index-{os.getpid()}-{id(self):x}"
         self._index_tree: str | None = None
+        # The local branch head as we last set or read it, valid while we hold
+        # the clone lock (nothing else moves refs then); None = ask git.
+        self._head: str | None = None
+        self._head_known = False
+        # The whole tree listing of one commit: keyed by the commit id, so it is
+        # never stale, and it survives close() for the next cycle of a kept instance.
+        self._listing: tuple[str, dict[str, str]] | None = None
+        # Refs as _diagnose() just read them, for the sync() that follows it.
+        self._ref_snapshot: dict[str, str] | None = None
+        # (inode, size, mtime) of the clone's config when its remote was last
+        # found right: an unchanged file needs no `git config` call next cycle.
+        self._config_checked: tuple[int, int, int] | None = None
 
     # -- context manager ---------------------------------------------------------
 
@@ -239,6 +252,7 @@ class TargetRepo:
         return result.stdout
 
     def _broken(self, action: str, stderr: str, *, mark: bool = True) -> LocalCloneBroken:
+        self._forget_head()
         if mark:
             # The next sync() moves this clone aside and makes a fresh one.
             try:
@@ -257,6 +271,17 @@ class TargetRepo:
         if result.returncode != 0:
             return None
         return result.stdout.decode().strip() or None
+
+    def _local_head(self) -> str | None:
+        if not self._head_known:
+            self._set_head(self._rev(self.local_ref))
+        return self._head
+
+    def _set_head(self, head: str | None) -> None:
+        self._head, self._head_known = head, True
+
+    def _forget_head(self) -> None:
+        self._head, self._head_known = None, False
 
     # -- the clone: create, check, repair ------------------------------------------
 
@@ -292,17 +317,35 @@ class TargetRepo:
                 why = "unknown"
             return f"an earlier step found it damaged ({why})"
         # for-each-ref fails on a non-repository and on refs to missing objects.
-        refs = self._git("for-each-ref", "--format=%(objectname) %(objecttype)")
+        refs = self._git("for-each-ref", "--format=%(refname) %(objectname) %(objecttype)")
         if refs.returncode != 0:
             return f"it is not a usable repository ({self.transport.clean(refs.stderr)})"
-        url = self._git("config", "--get", "remote.origin.url")
-        current = url.stdout.decode().strip()
-        if url.returncode != 0 or current != self.target.repo:
-            return f"its remote is {current or 'unset'!r}, not the target's repo"
-        head = self._git("symbolic-ref", "-q", "HEAD")
-        if head.stdout.decode().strip() != self.local_ref:
+        self._ref_snapshot = {
+            name: oid
+            for name, oid, _kind in (line.split(" ") for line in refs.stdout.decode().splitlines())
+        }
+        signature = self._config_signature()
+        if signature is None or signature != self._config_checked:
+            url = self._git("config", "--get", "remote.origin.url")
+            current = url.stdout.decode().strip()
+            if url.returncode != 0 or current != self.target.repo:
+                self._config_checked = None
+                return f"its remote is {current or 'unset'!r}, not the target's repo"
+            self._config_checked = signature
+        try:  # git's own format for a symbolic HEAD; saves a process per cycle
+            head = (self.path / "HEAD").read_text().strip()
+        except OSError:
+            head = ""
+        if head != f"ref: {self.local_ref}":
             self._must("point HEAD at the branch", "symbolic-ref", "HEAD", self.local_ref)
         return None
+
+    def _config_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.path / "config").stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     def _create(self) -> None:
         """A fresh bare repo with origin = the target repo; made beside, then renamed in."""
@@ -343,6 +386,8 @@ class TargetRepo:
         """Move an unusable clone aside (kept once, for forensics) and start fresh."""
         self._close_catfile()
         self._index_tree = None
+        self._forget_head()
+        self._ref_snapshot = None
         aside = self.path.with_name(self.path.name + ".broken")
         log.warning(
             "target %s: local clone %s is unusable (%s); moving it to %s and cloning again",
@@ -412,7 +457,13 @@ class TargetRepo:
 
     def _sync_once(self) -> str | None:
         self._close_catfile()  # a fresh cat-file sees the fetched packs for sure
-        before = self._rev(self.tracking_ref)
+        self._forget_head()
+        if self._gc_due():
+            self._maintain()
+        refs, self._ref_snapshot = self._ref_snapshot, None
+        if refs is None:
+            refs = self._refs(self.tracking_ref, self.local_ref)
+        before = refs.get(self.tracking_ref)
         fetched = self._git(
             "fetch",
             "-q",
@@ -428,7 +479,8 @@ class TargetRepo:
             timeout=REMOTE_TIMEOUT,
             # No automatic gc inside the fetch: it would run in the foreground of
             # the next cycle (13 s at 10,000 deployments after a cold cycle).
-            # push() runs `gc --auto` once a cycle has published.
+            # push() runs `gc --auto` once a cycle has published, and the
+            # check above before a fetch when git's thresholds are passed.
             config=_NO_AUTO_GC,
         )
         if fetched.returncode != 0:
@@ -438,14 +490,43 @@ class TargetRepo:
             if _LOCAL_DAMAGE.search(fetched.stderr) and not _remote_said(fetched.stderr):
                 raise self._broken("fetch", fetched.stderr)
             raise self.transport.failure("fetch from", fetched.stderr)
-        head = self._rev(self.fetched_ref)
+        head = self._fetch_head() or self._rev(self.fetched_ref)
         if head is None:
             raise self._broken("fetch", f"{self.fetched_ref} missing after a successful fetch")
         if before is not None and before != head and not self._is_ancestor(before, head):
             raise self._rewritten(before, head)
-        self._must("update the tracking ref", "update-ref", self.tracking_ref, head)
-        self._must("update the local branch", "update-ref", self.local_ref, head)
+        if before != head or refs.get(self.local_ref) != head:
+            self._must(
+                "update the tracking ref and the local branch",
+                "update-ref",
+                "--stdin",
+                input=(
+                    f"start\nupdate {self.tracking_ref} {head}\n"
+                    f"update {self.local_ref} {head}\ncommit\n"
+                ).encode(),
+            )
+        self._set_head(head)
         return head
+
+    def _fetch_head(self) -> str | None:
+        """The id the fetch just wrote, from its FETCH_HEAD file (saves a process);
+        None when the file is not exactly one plain line for our branch."""
+        try:
+            lines = (self.path / "FETCH_HEAD").read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(lines) != 1:
+            return None
+        oid, _, rest = lines[0].partition("\t")
+        if not _OID.match(oid) or not rest.startswith(f"\tbranch '{self.branch}' of "):
+            return None
+        return oid
+
+    def _refs(self, *names: str) -> dict[str, str]:
+        """ref name -> object id, of those of `names` that exist (one process)."""
+        out = self._must("read refs", "for-each-ref", "--format=%(refname) %(objectname)", *names)
+        found = dict(line.split(" ", 1) for line in out.decode().splitlines() if line)
+        return {name: oid for name, oid in found.items() if name in names}
 
     def _rewritten(self, before: str, head: str) -> HistoryRewritten:
         # Following the new history would silently drop what we (or others) had
@@ -473,6 +554,7 @@ class TargetRepo:
         for ref in (self.fetched_ref, self.tracking_ref, self.local_ref):
             if self._rev(ref) is not None:
                 self._must("drop a stale branch", "update-ref", "-d", ref)
+        self._set_head(None)
 
     def _is_ancestor(self, old: str, new: str) -> bool:
         return self._git("merge-base", "--is-ancestor", old, new).returncode == 0
@@ -482,26 +564,28 @@ class TargetRepo:
     def ls_tree(self, prefix: str) -> dict[str, str]:
         """path -> blob id at HEAD under `prefix` ("dir/" = folder, else one exact path)."""
         self._ensure()
-        head = self._rev(self.local_ref)
+        head = self._local_head()
         if head is None:
             return {}
-        args = ["ls-tree", "-r", "-z", "--full-tree", head]
-        if prefix:
-            args += ["--", prefix]
-        out = self._must("ls-tree", *args)
-        entries: dict[str, str] = {}
-        for record in out.split(b"\0"):
-            if not record:
-                continue
-            meta, _, raw_path = record.partition(b"\t")
-            _mode, kind, oid = meta.decode().split(" ")
-            if kind != "blob":
-                continue  # submodule links are not files
-            path = raw_path.decode("utf-8", "surrogateescape")
-            if prefix and not prefix.endswith("/") and path != prefix:
-                continue
-            entries[path] = oid
-        return entries
+        if self._listing is None or self._listing[0] != head:
+            self._listing = None  # never a stale listing, even if ls-tree fails
+            out = self._must("ls-tree", "ls-tree", "-r", "-z", "--full-tree", head)
+            entries: dict[str, str] = {}
+            for record in out.split(b"\0"):
+                if not record:
+                    continue
+                meta, _, raw_path = record.partition(b"\t")
+                _mode, kind, oid = meta.decode().split(" ")
+                if kind != "blob":
+                    continue  # submodule links are not files
+                entries[raw_path.decode("utf-8", "surrogateescape")] = oid
+            self._listing = (head, entries)
+        listing = self._listing[1]
+        if not prefix:
+            return dict(listing)
+        if not prefix.endswith("/"):
+            return {prefix: listing[prefix]} if prefix in listing else {}
+        return {path: oid for path, oid in listing.items() if path.startswith(prefix)}
 
     def read_blob(self, blob_id: str) -> bytes:
         """The bytes of one blob, through one long-lived `git cat-file --batch`."""
@@ -566,7 +650,7 @@ class TargetRepo:
     def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
         """(sha, author name, author email, subject) of the last commit touching path."""
         self._ensure()
-        head = self._rev(self.local_ref)
+        head = self._local_head()
         if head is None:
             return None
         args = ["log", "-1", "--format=%H%x00%an%x00%ae%x00%s", head]
@@ -598,7 +682,7 @@ class TargetRepo:
         self._ensure()
         if self.signer.enabled and not self._signing_checked:
             self.check_signing()
-        parent = self._rev(self.local_ref)
+        parent = self._local_head()
         if parent is None and not writes:
             return None
         parent_tree = None
@@ -615,6 +699,8 @@ class TargetRepo:
         moved = self._git("update-ref", "-m", "gitops-bridge commit", self.local_ref, sha, old)
         if moved.returncode != 0:
             raise self._broken("update-ref", moved.stderr, mark=False)
+        self._advance_listing(parent, sha, [(message, writes, deletes)])
+        self._set_head(sha)
         return sha
 
     def commit_all(
@@ -640,7 +726,7 @@ class TargetRepo:
         if len(todo) < 2 or self.signer.enabled:
             return self._commit_singly(todo)
         self._ensure()
-        parent = self._rev(self.local_ref)
+        parent = self._local_head()
         shas = self._fast_import(parent, todo)
         if shas is None:
             # A commit would not have changed the tree (the caller plans only real
@@ -658,8 +744,35 @@ class TargetRepo:
         )
         if moved.returncode != 0:
             raise self._broken("update-ref", moved.stderr, mark=False)
+        self._advance_listing(parent, shas[-1], todo)
+        self._set_head(shas[-1])
         self._index_tree = None  # the index holds an older tree now
         return list(shas)
+
+    def _advance_listing(
+        self,
+        parent: str | None,
+        head: str,
+        commits: Sequence[tuple[str, dict[str, bytes], list[str]]],
+    ) -> None:
+        """The tree listing of `head` from the parent's and what the commits did,
+        so the next ls_tree() needs no `ls-tree` (a cold cycle's 1,000 folders)."""
+        if parent is None:
+            listing: dict[str, str] = {}
+        elif self._listing is not None and self._listing[0] == parent:
+            listing = dict(self._listing[1])
+        else:
+            self._listing = None
+            return
+        for _message, write, delete in commits:
+            for path in delete:
+                listing.pop(path, None)
+                inside = path + "/"
+                for gone in [p for p in listing if p.startswith(inside)]:
+                    del listing[gone]
+            for path, data in write.items():
+                listing[path] = blob_id(data)
+        self._listing = (head, listing)
 
     def _commit_singly(
         self, commits: Sequence[tuple[str, dict[str, bytes], list[str]]]
@@ -876,7 +989,7 @@ class TargetRepo:
     def push(self) -> bool:
         """Push the local branch if it is ahead; never forced. False: nothing to push."""
         self._ensure()
-        local = self._rev(self.local_ref)
+        local = self._local_head()
         if local is None:
             return False
         remote = self._rev(self.tracking_ref)
@@ -908,6 +1021,23 @@ class TargetRepo:
         self._must("update the tracking ref", "update-ref", self.tracking_ref, local)
         self._maintain()
         return True
+
+    def _gc_due(self) -> bool:
+        """git's own `gc --auto` test with its default thresholds, without starting
+        git: more than 6,700 loose objects (estimated from objects/17) or more than
+        50 packs. Objects of failed pushes and crashed cycles are pruned even when
+        no push follows for a long time."""
+        try:
+            loose = sum(1 for e in os.scandir(self.path / "objects" / "17") if len(e.name) >= 38)
+        except OSError:
+            loose = 0
+        try:
+            packs = sum(
+                1 for e in os.scandir(self.path / "objects" / "pack") if e.name.endswith(".pack")
+            )
+        except OSError:
+            packs = 0
+        return loose > (6700 + 255) // 256 or packs > 50
 
     def _maintain(self) -> None:
         """`git gc --auto` after a push: what was just published is safe, and a cycle
@@ -948,6 +1078,8 @@ class TargetRepo:
         self._close_catfile()
         self._index.unlink(missing_ok=True)
         self._index_tree = None
+        self._forget_head()  # another process may move refs once the lock is released
+        self._ref_snapshot = None
         self.transport.close()
         if self._locked:
             _release_clone_lock(self._lock_path)

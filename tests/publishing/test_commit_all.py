@@ -53,6 +53,13 @@ def log_of(path: Path, ref: str = "refs/heads/main") -> list[tuple[str, str, str
     return [tuple(r.split("\x01")) for r in rows]  # type: ignore[misc]
 
 
+def git_listing(path: Path) -> dict[str, str]:
+    """path -> blob id at main, as git itself lists it."""
+    out = git("ls-tree", "-r", "-z", "--full-tree", "main", cwd=path)
+    rows = [r.split("\t", 1) for r in out.split("\0") if r]
+    return {name: meta.split()[2] for meta, name in rows}
+
+
 def one_by_one(repo: TargetRepo, batch: Batch) -> list[str | None]:
     return [repo.commit(m, write=w, delete=d) for m, w, d in batch]
 
@@ -85,6 +92,8 @@ def test_batch_equals_commits_one_by_one(
     chain = git("rev-list", "--reverse", "main", cwd=fast.path).split()
     assert chain == shas
     assert git("for-each-ref", "refs/bridge/", cwd=fast.path).strip() == ""
+    # The writer's own listing (advanced from what it wrote) is git's.
+    assert fast.ls_tree("") == git_listing(fast.path)
     assert fast.push() is True
     assert git("rev-parse", "main", cwd=remote).strip() == shas[-1]
     assert sorted(fast.ls_tree("")) == [
@@ -100,13 +109,16 @@ def test_batch_on_top_of_history_and_a_stale_scratch_ref(open_repo: OpenRepo) ->
     repo.sync()
     base = repo.commit("base", write={"a/x.yaml": b"x\n"})
     assert base is not None
-    # A crashed run's scratch ref must not become a parent.
+    assert repo.push() is True
+    # A crashed run's scratch ref (pointing at an unpushed commit that the next
+    # sync drops) must not become a parent.
     stray = repo.commit("stray", write={"stray.txt": b"s\n"})
     git("update-ref", "refs/bridge/import", str(stray), cwd=repo.path)
-    git("update-ref", "refs/heads/main", str(base), cwd=repo.path)
+    assert repo.sync() == base
     shas = repo.commit_all([("one", {"a/y.yaml": b"y\n"}, []), ("two", {"b/z": b"z\n"}, ["a/"])])
     assert git("rev-list", "main", cwd=repo.path).split() == [shas[1], shas[0], base]
     assert sorted(repo.ls_tree("")) == ["b/z"]
+    assert repo.ls_tree("") == git_listing(repo.path)
 
 
 def test_a_change_that_changes_nothing_is_not_committed(open_repo: OpenRepo) -> None:
@@ -124,6 +136,7 @@ def test_a_change_that_changes_nothing_is_not_committed(open_repo: OpenRepo) -> 
     assert shas[1] is None and shas[2] is None
     assert shas[0] is not None and shas[3] is not None
     assert git("rev-list", "--count", "main", cwd=repo.path).strip() == "3"
+    assert repo.ls_tree("") == git_listing(repo.path)
 
 
 def test_an_empty_root_commit_is_not_made(open_repo: OpenRepo) -> None:

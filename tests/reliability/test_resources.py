@@ -150,7 +150,7 @@ def test_the_local_clone_does_not_grow_without_bound(world: World) -> None:
     clone = _clone(world)
     flood_unreachable(clone, 7000, age=2 * 3600)
     assert _count_objects(clone)["count"] >= 7000
-    assert world.cycle().exit_code() == 0  # its fetch runs git's auto gc
+    assert world.cycle().exit_code() == 0  # its sync runs gc --auto: thresholds passed
     after = _count_objects(clone)
     assert after["count"] < 100, after  # unreachable and older than an hour: pruned
     assert after["packs"] <= 2, after
