@@ -5,9 +5,11 @@ n-th time (default: the first) it reaches `<point>`, so tests can prove that a
 crash anywhere converges on the next run. Without the variable a checkpoint
 is one dict lookup. Points:
 
-- `writing-files`   (publishing) blobs and tree written to the clone, no commit yet
+- `writing-files`   (publishing) a target's objects written to the clone (a batch's
+                    commits, or the tree of a commit made alone), the branch not moved yet
 - `before-commit`   (reconciling) a target's changes planned, nothing committed
-- `between-commits` (reconciling) after the n-th local commit of a target
+- `between-commits` (publishing) between two commits of a target's batch (fast-import
+                    mid-stream: the first ones in its unfinished pack)
 - `before-push`     (reconciling) every commit of a target made, not pushed
 - `during-push`     (reconciling) 50 ms into the push (tests slow the remote with a hook)
 - `after-push`      (reconciling) the remote has the commits, the cycle has not finished

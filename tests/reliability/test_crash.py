@@ -170,7 +170,7 @@ def test_a_crash_at_each_kind_of_moment_converges_to_a_clean_run(reference: Refe
     crash_then_converge(
         reference,
         {
-            # inside the 2nd commit (blobs written, no commit), git's locks left behind
+            # the 2nd target's objects written, its branch not moved; git's locks left behind
             "writing-files-2": Plan(["writing-files:2"], leftovers=True),
             # agents pushed, staging committed but not pushed
             "before-push-2": Plan(["before-push:2"]),
@@ -185,7 +185,8 @@ def test_a_crash_at_each_kind_of_moment_converges_to_a_clean_run(reference: Refe
 LONG_POINTS = [
     f"{point}:{n}"
     for point, most in (
-        ("writing-files", 4),
+        # once per target: a target's commits are written as one batch
+        ("writing-files", 2),
         ("before-commit", 2),
         ("between-commits", 2),
         ("before-push", 2),
