@@ -87,6 +87,7 @@ class Repo(Protocol):
     def sync(self) -> str | None: ...
     def ls_tree(self, prefix: str) -> dict[str, str]: ...
     def read_blob(self, blob: str) -> bytes: ...
+    def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]: ...
     def commit_all(
         self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
     ) -> list[str | None]: ...
@@ -916,6 +917,15 @@ class Reconciler:
             if len(parts) == 2:
                 folders.setdefault(parts[0], {})[parts[1]] = blob
         existing: dict[str, _Existing] = {}
+        unread = [
+            state_id
+            for files in folders.values()
+            if (state_id := files.get(STATE_FILE)) is not None and state_id not in self._state_cache
+        ]
+        try:
+            read = repo.read_blobs(unread) if unread else {}
+        except ValueError:
+            read = {}  # one is not a blob: read one by one below, to name it
         for folder, files in sorted(folders.items()):
             state_blob = files.get(STATE_FILE)
             if state_blob is None:
@@ -925,7 +935,10 @@ class Reconciler:
             state = self._state_cache.get(state_blob)
             if state is None:
                 try:
-                    state = DeploymentState.from_bytes(repo.read_blob(state_blob))
+                    data = read.get(state_blob)
+                    state = DeploymentState.from_bytes(
+                        repo.read_blob(state_blob) if data is None else data
+                    )
                 except ValueError as e:
                     log.warning(
                         "ignoring unreadable state file %s/%s/%s: %s", ns_dir, folder, STATE_FILE, e

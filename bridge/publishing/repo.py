@@ -593,33 +593,64 @@ class TargetRepo:
 
     def read_blob(self, blob_id: str) -> bytes:
         """The bytes of one blob, through one long-lived `git cat-file --batch`."""
-        if not _OID.match(blob_id):
-            raise ValueError(f"not a blob id: {blob_id!r}")
+        return self.read_blobs([blob_id])[blob_id]
+
+    def read_blobs(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        """Blob id -> bytes, through one long-lived `git cat-file --batch`. With many
+        ids a thread writes the requests while this one reads the answers: no round
+        trip per blob (a restarted bridge reads 10,000 state files back)."""
+        ids = list(dict.fromkeys(blob_ids))
+        for oid in ids:
+            if not _OID.match(oid):
+                raise ValueError(f"not a blob id: {oid!r}")
         self._ensure()
         for attempt in range(2):
             proc = self._start_catfile()
             assert proc.stdin is not None and proc.stdout is not None
+            request = "".join(f"{oid}\n" for oid in ids).encode()
+            writer = None
+            if len(ids) > 1:
+                writer = threading.Thread(target=_feed, args=(proc.stdin, request), daemon=True)
+            answers: list[tuple[str, str, bytes]] = []
             try:
-                proc.stdin.write(blob_id.encode() + b"\n")
-                proc.stdin.flush()
-                header = proc.stdout.readline()
-                if not header:
-                    raise BrokenPipeError
-                parts = header.decode().split()
-                if len(parts) == 2 and parts[1] == "missing":
-                    raise self._broken("read_blob", f"object {blob_id} is missing")
-                if len(parts) != 3:
-                    raise self._broken("read_blob", f"unexpected cat-file output {header!r}")
-                size = int(parts[2])
-                data = _read_exact(proc.stdout, size + 1)[:size]
+                if writer is None:
+                    proc.stdin.write(request)
+                    proc.stdin.flush()
+                else:
+                    writer.start()
+                for _blob_id in ids:
+                    header = proc.stdout.readline()
+                    if not header:
+                        raise BrokenPipeError
+                    parts = header.decode().split()
+                    if len(parts) == 2 and parts[1] == "missing":
+                        answers.append((parts[0], "missing", b""))
+                        continue
+                    if len(parts) != 3:
+                        self._close_catfile()
+                        raise self._broken("read_blob", f"unexpected cat-file output {header!r}")
+                    answers.append(
+                        (parts[0], parts[1], _read_exact(proc.stdout, int(parts[2]) + 1)[:-1])
+                    )
             except (BrokenPipeError, OSError, ValueError) as e:
                 self._close_catfile()
                 if attempt:
                     raise self._broken("read_blob", f"cat-file failed: {e!r}") from e
                 continue
-            if parts[1] != "blob":
-                raise ValueError(f"{blob_id} is a {parts[1]}, not a blob")
-            return data
+            finally:
+                if writer is not None:
+                    writer.join()
+            out: dict[str, bytes] = {}
+            for wanted, (oid, kind, data) in zip(ids, answers, strict=True):
+                if kind == "missing":
+                    raise self._broken("read_blob", f"object {wanted} is missing")
+                if oid != wanted:
+                    self._close_catfile()
+                    raise self._broken("read_blob", f"cat-file answered {oid} for {wanted}")
+                if kind != "blob":
+                    raise ValueError(f"{wanted} is a {kind}, not a blob")
+                out[wanted] = data
+            return out
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _start_catfile(self) -> subprocess.Popen[bytes]:
@@ -1096,6 +1127,15 @@ def _quote(path: str) -> bytes:
     (spaces, a leading quote) can be misread; check_repo_path already refused
     backslashes and control characters."""
     return b'"' + path.encode("utf-8", "surrogateescape").replace(b'"', b'\\"') + b'"'
+
+
+def _feed(stream: IO[bytes], data: bytes) -> None:
+    """Write requests to a child (from a thread, while its answers are read)."""
+    try:
+        stream.write(data)
+        stream.flush()
+    except (OSError, ValueError):  # ValueError: the reader closed the pipe meanwhile
+        pass  # the child died or was stopped: its reader sees that
 
 
 def _read_exact(stream: IO[bytes], size: int) -> bytes:

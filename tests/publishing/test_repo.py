@@ -217,6 +217,28 @@ def test_ls_tree_and_read_blob(open_repo: OpenRepo) -> None:
         repo.read_blob("0" * 40)
 
 
+def test_read_blobs_many_at_once(open_repo: OpenRepo) -> None:
+    """Requests are written by a thread while answers are read: more than the
+    pipes hold in both directions (3,000 x 2 KB) must neither deadlock nor mix up."""
+    repo = open_repo()
+    repo.sync()
+    files = {f"d{i:04}/f.yaml": (f"{i}-".encode() * 400)[: 2000 + i % 7] for i in range(3000)}
+    repo.commit_all([("many", files, [])])
+    listing = repo.ls_tree("")
+    ids = [listing[p] for p in files]
+    read = repo.read_blobs([*ids, ids[0]])  # a repeated id is read once
+    assert [read[b] for b in ids] == list(files.values())
+    tree = git("rev-parse", "main^{tree}", cwd=repo.path).strip()
+    with pytest.raises(ValueError, match="not a blob"):
+        repo.read_blobs([ids[1], tree])
+    with pytest.raises(LocalCloneBroken, match="missing"):
+        repo.read_blobs([ids[2], "0" * 40, ids[3]])
+    # The long-lived cat-file is still in step after both errors.
+    assert repo.read_blobs(ids[:50]) == {
+        b: files[p] for p, b in list(zip(files, ids, strict=True))[:50]
+    }
+
+
 def test_push_race_rejected_then_converges(
     open_repo: OpenRepo, remote: Path, tmp_path: Path
 ) -> None:
