@@ -58,28 +58,90 @@ def parse_shard(value: str | None, env: Mapping[str, str] | None = None) -> tupl
 
 
 class Validator:
-    """Builds and schema-checks rendered roots in a scratch dir before they are committed."""
+    """Builds and schema-checks rendered roots in a scratch dir before they are committed.
+
+    The scratch dir is on tmpfs (`/dev/shm`) when that exists, is writable and
+    has room to spare, else in the system temp dir. Measured for 1,000 roots
+    (16 MB): written in 0.17 s on tmpfs against 1.3-3.2 s in /tmp on ext4
+    (writeback of the dirty pages), removed in 56 against 170 ms. Either way
+    the dir is mkdtemp's (mode 0700); the roots hold no plaintext secret
+    (they are what gets committed, sealed already)."""
+
+    TMPFS = Path("/dev/shm")  # noqa: S108 - only ever the parent of a mkdtemp dir
+
+    class _NoRoom(Exception):
+        """Writing to tmpfs failed (full since it was measured): use the temp dir."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     def __call__(self, roots: dict[str, dict[str, bytes]]) -> dict[str, list[str]]:
+        parent = self.scratch_parent(roots)
+        try:
+            return self._check_in(parent, roots)
+        except Validator._NoRoom as e:
+            log.warning("validation scratch dir on %s failed (%s); using the temp dir", parent, e)
+            return self._check_in(None, roots)
+
+    def _check_in(
+        self, parent: str | None, roots: dict[str, dict[str, bytes]]
+    ) -> dict[str, list[str]]:
         from bridge.rendering.validation import validate_roots
         from bridge.schemas import default_schema_dir
 
-        with tempfile.TemporaryDirectory(prefix="gitops-bridge-validate-") as tmp:
+        try:
+            scratch = tempfile.TemporaryDirectory(prefix="gitops-bridge-validate-", dir=parent)
+        except OSError as e:
+            if parent is None:
+                raise
+            raise Validator._NoRoom(e.strerror or str(e)) from e
+        with scratch as tmp:
             base = Path(tmp)
-            for folder, files in roots.items():
-                root = base / folder
-                root.mkdir(parents=True, exist_ok=True)
-                for name, data in files.items():
-                    (root / name).write_bytes(data)
+            try:
+                for folder, files in roots.items():
+                    root = base / folder
+                    root.mkdir(parents=True, exist_ok=True)
+                    for name, data in files.items():
+                        (root / name).write_bytes(data)
+            except OSError as e:
+                if parent is None:
+                    raise
+                raise Validator._NoRoom(e.strerror or str(e)) from e
             return validate_roots(
                 base,
                 sorted(roots),
                 kubernetes_version=self.settings.render.kubernetes_version,
                 schema_dir=default_schema_dir(),
             )
+
+    @classmethod
+    def scratch_parent(cls, roots: Mapping[str, Mapping[str, bytes]]) -> str | None:
+        """TMPFS if it is a writable directory with room for the roots, else None
+        (the system temp dir)."""
+        try:
+            if not cls.TMPFS.is_dir() or not os.access(cls.TMPFS, os.W_OK | os.X_OK):
+                return None
+            fs = os.statvfs(cls.TMPFS)
+        except OSError:
+            return None
+        return str(cls.TMPFS) if cls.has_room(roots, fs) else None
+
+    @staticmethod
+    def has_room(roots: Mapping[str, Mapping[str, bytes]], fs: os.statvfs_result) -> bool:
+        """Whether the roots take at most half of the free space and inodes of `fs`:
+        a container's /dev/shm is often 64 MB, and others use it too."""
+        if fs.f_flag & os.ST_RDONLY:
+            return False
+        page = fs.f_frsize or fs.f_bsize or 4096
+        files = sum(len(f) for f in roots.values())
+        # tmpfs keeps each file in whole pages; a page more per folder for the
+        # folders themselves and the parent kustomizations of the aggregate builds.
+        need = sum(-(-len(data) // page) for f in roots.values() for data in f.values())
+        need += len(roots) + 16
+        if 2 * need > fs.f_bavail:
+            return False
+        # f_files == 0: no inode limit (tmpfs mounted with nr_inodes=0).
+        return fs.f_files == 0 or 2 * (files + 2 * len(roots) + 16) <= fs.f_favail
 
 
 def make_reconciler(
