@@ -4,6 +4,15 @@
 
     python benchmarks/render.py --n 1000
     python benchmarks/render.py --n 200 --no-validate
+    python benchmarks/render.py --n 1000 --split      # + CPU per root: kustomize/parse/schema
+    python benchmarks/render.py --n 1000 --chunk 32   # roots per aggregate kustomize build
+
+CPU figures: `kustomize_cpu_ms_per_root` is the kustomize processes (finished
+children), `bridge_cpu_ms_per_root` this process, `workers_cpu_ms_per_root`
+the validation worker processes (counted when they are shut down at the end).
+`--split` then measures, one thread in this process, the three steps one
+after the other on the same roots: kustomize builds (chunks of CHUNK, child
+CPU), parsing the output (PyYAML) and schema validation.
 
 Targets (issue 3): render <= 2 ms per deployment; validation of 1,000 roots
 <= 15 s on 2 cores.
@@ -14,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,17 +39,21 @@ def main() -> None:
     from bridge.config import RenderSettings
     from bridge.models import Listener, parse_deployment
     from bridge.redaction import Redacted
-    from bridge.rendering import RenderContext
+    from bridge.rendering import RenderContext, validation
     from bridge.rendering.naming import folder_names
     from bridge.rendering.rendering import render_deployment
-    from bridge.rendering.validation import validate_roots
+    from bridge.rendering.validation import shutdown_workers, validate_roots
     from bridge.schemas import default_schema_dir
     from bridge.state import STATE_FILE
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--no-validate", action="store_true")
+    parser.add_argument("--split", action="store_true", help="also time each step alone")
+    parser.add_argument("--chunk", type=int, default=None, help="roots per kustomize build")
     args = parser.parse_args()
+    if args.chunk:
+        validation.CHUNK = args.chunk
 
     listener = Listener(id="l-1", compute_id="bench", namespaces=("agents",))
     ctx = RenderContext(listener=listener, cluster="bench", settings=RenderSettings())
@@ -90,13 +105,85 @@ def main() -> None:
                 # The reconciler writes the state file too; validation splits by its id.
                 (folder / STATE_FILE).write_text(json.dumps({"deployment": {"id": d.id}}))
                 folders.append(f"agents/{names[d.id]}")
+            children, me = _cpu(resource.RUSAGE_CHILDREN), _cpu(resource.RUSAGE_SELF)
             started = time.perf_counter()
             result = validate_roots(root, folders, schema_dir=default_schema_dir())
             validate_s = time.perf_counter() - started
-        figures["validate_total_s"] = round(validate_s, 3)
-        figures["validate_ms_per_deployment"] = round(validate_s * 1000 / args.n, 3)
-        figures["invalid_roots"] = sum(1 for e in result.values() if e)
+            kustomize_cpu = _cpu(resource.RUSAGE_CHILDREN) - children
+            bridge_cpu = _cpu(resource.RUSAGE_SELF) - me
+            workers_rss = _workers_peak_rss_mb(validation)
+            shutdown_workers()
+            workers_cpu = _cpu(resource.RUSAGE_CHILDREN) - children - kustomize_cpu
+            figures["validate_total_s"] = round(validate_s, 3)
+            figures["validate_ms_per_deployment"] = round(validate_s * 1000 / args.n, 3)
+            figures["invalid_roots"] = sum(1 for e in result.values() if e)
+            figures["chunk"] = validation.CHUNK
+            for name, cpu in (
+                ("kustomize", kustomize_cpu),
+                ("bridge", bridge_cpu),
+                ("workers", workers_cpu),
+            ):
+                figures[f"{name}_cpu_ms_per_root"] = round(cpu * 1000 / args.n, 2)
+            figures["bridge_peak_rss_mb"] = round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+            )
+            figures["workers_peak_rss_mb"] = workers_rss
+            if args.split:
+                figures.update(_split(root, folders, validation, default_schema_dir()))
     print(json.dumps(figures, indent=2))
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _workers_peak_rss_mb(validation: Any) -> float:
+    """Sum of VmHWM of the live validation worker processes."""
+    pool = validation._POOL
+    total = 0.0
+    for pid in list(getattr(pool, "_processes", None) or {}):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return round(total, 1)
+
+
+def _split(root: Path, folders: list[str], validation: Any, schema_dir: Any) -> dict[str, float]:
+    """CPU per root of each step alone, one thread, in this process (cold schema caches
+    are warmed first, as a long-running bridge has them)."""
+    import yaml
+
+    from bridge.schemas import validate_document
+
+    n = len(folders)
+    chunks = [folders[i : i + validation.CHUNK] for i in range(0, n, validation.CHUNK)]
+    children = _cpu(resource.RUSAGE_CHILDREN)
+    texts = []
+    for chunk in chunks:
+        with tempfile.TemporaryDirectory(prefix=".validate-", dir=root) as tmp:
+            parent = validation._write_parent(root, Path(tmp), chunk)
+            texts.append(validation.kustomize_text(parent))
+    kustomize = _cpu(resource.RUSAGE_CHILDREN) - children
+    parts = [part for text in texts for part in validation._split_documents(text)]
+    started = time.process_time()
+    docs = [yaml.load(part, Loader=validation._Loader) for part in parts]  # noqa: S506
+    parse = time.process_time() - started
+    for doc in docs[:50]:
+        validate_document(doc, schema_dir=schema_dir)  # compile / load the schemas
+    started = time.process_time()
+    for doc in docs:
+        validate_document(doc, schema_dir=schema_dir)
+    schema = time.process_time() - started
+    return {
+        "split_objects_per_root": round(len(docs) / n, 2),
+        "split_kustomize_cpu_ms_per_root": round(kustomize * 1000 / n, 2),
+        "split_parse_cpu_ms_per_root": round(parse * 1000 / n, 2),
+        "split_schema_cpu_ms_per_root": round(schema * 1000 / n, 2),
+    }
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def render(
 @click.option("--kubernetes-version", default=None, help="Schema version (default: 1.33).")
 def validate(directory: Path, kubernetes_version: str | None) -> None:
     """kustomize build + schema validation of every root in a rendered tree."""
-    from bridge.rendering.validation import build_roots, find_roots, validate_objects
+    from bridge.rendering.validation import check_roots, find_roots, shutdown_workers
     from bridge.schemas import DEFAULT_KUBERNETES_VERSION, default_schema_dir
 
     roots = find_roots(directory)
@@ -206,25 +206,30 @@ def validate(directory: Path, kubernetes_version: str | None) -> None:
             "KEDA/Gateway/SealedSecret objects are reported as unchecked",
             err=True,
         )
-    failed = 0
-    for root, built in sorted(build_roots(directory, roots).items()):
-        if isinstance(built, str):
-            failed += 1
-            click.echo(f"FAIL {root}: kustomize build failed: {built}")
-            continue
-        errors, unchecked = validate_objects(
-            built,
+    # The reconciler's path: aggregate builds and checks in parallel across cores.
+    try:
+        checked = check_roots(
+            directory,
+            roots,
             kubernetes_version=kubernetes_version or DEFAULT_KUBERNETES_VERSION,
             schema_dir=schema_dir,
         )
-        if errors:
+    finally:
+        shutdown_workers()
+    failed = 0
+    for root, result in sorted(checked.items()):
+        if result.build_error is not None:
+            failed += 1
+            click.echo(f"FAIL {root}: kustomize build failed: {result.build_error}")
+            continue
+        if result.errors:
             failed += 1
             click.echo(f"FAIL {root}")
-            for e in errors:
+            for e in result.errors:
                 click.echo(f"  {e}")
         else:
-            click.echo(f"ok   {root} ({len(built)} objects)")
-        for u in unchecked:
+            click.echo(f"ok   {root} ({result.objects} objects)")
+        for u in result.unchecked:
             click.echo(f"  unchecked: {u}")
     click.echo(f"{len(roots) - failed} of {len(roots)} roots valid")
     if failed:
