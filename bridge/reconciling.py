@@ -201,6 +201,11 @@ class Reconciler:
         self._states_seen: set[str] = set()  # state blobs read this cycle
         # ns folder -> (head commit, its deployments, their state blob ids)
         self._existing_cache: dict[str, tuple[str, dict[str, _Existing], list[str]]] = {}
+        # dep id -> (deployment, render context, input fingerprint) of the last
+        # cycle; rebuilt each cycle, so it holds the deployments listed last.
+        self._fingerprints: dict[str, tuple[Deployment, object, bytes]] = {}
+        self._fingerprints_next: dict[str, tuple[Deployment, object, bytes]] = {}
+        self._contexts: dict[str, object] = {}  # target key -> last RenderContext
         # Per cycle (cleared by run_cycle): plans and validation results by input,
         # so push retries within a cycle neither re-render nor re-validate.
         self._plans: dict[object, tuple[str, dict[str, bytes], DeploymentState]] = {}
@@ -213,11 +218,13 @@ class Reconciler:
     def run_cycle(self) -> CycleReport:
         """One cycle over every owned target. Raises ControlPlaneError if listing fails."""
         self._states_seen.clear()
+        self._fingerprints_next = {}
         try:
             report = self._run_cycle()
         finally:
             self._plans.clear()
             self._validated.clear()
+            self._fingerprints, self._fingerprints_next = self._fingerprints_next, {}
         # Keep only the states of folders that still exist: memory follows the
         # number of deployments, not the number of revisions ever seen.
         self._state_cache = {
@@ -430,6 +437,12 @@ class Reconciler:
             settings=self.settings.render,
             secrets_provider=self.settings.secrets.provider,
         )
+        # The same context as last cycle is the same object, so that a deployment's
+        # remembered fingerprint is checked by identity of its context.
+        last_context = self._contexts.get(target.key)
+        if last_context is not None and last_context == context:
+            context = last_context
+        self._contexts[target.key] = context
         tree = repo.ls_tree(ns_dir + "/")
         existing = self._existing_states(repo, tree, ns_dir, head)
         outcomes: list[Outcome] = []
@@ -702,7 +715,20 @@ class Reconciler:
             )
         sealer = self._get_sealer()
         sealed_for = sealer.sealed_for() if sealer is not None else "none"
-        fingerprint = input_fingerprint(dep, context)
+        # A deployment equal to last cycle's, in the same context, has the same
+        # fingerprint: comparing (~6 us) is cheaper than encoding (~25 us), which
+        # was a quarter of an unchanged cycle at 10,000 deployments. Not with
+        # free-form objects (volumes, sidecars...): there `1 == 1.0 == True` in
+        # Python, though each renders differently. Parsed numbers are normalized.
+        spec = dep.resource_spec
+        free_form = spec.volumes or spec.volume_mounts or spec.init_containers or spec.sidecars
+        remembered = None if free_form else self._fingerprints.get(dep.id)
+        if remembered is not None and remembered[1] is context and remembered[0] == dep:
+            fingerprint = remembered[2]
+        else:
+            fingerprint = input_fingerprint(dep, context)
+        if not free_form:
+            self._fingerprints_next[dep.id] = (dep, context, fingerprint)
         secret_part = b"".join(
             f"{s.name}\0".encode() + self._value_digest(key, s.value).encode() + b"\0"
             for s in sorted(dep.secrets, key=lambda s: s.name)

@@ -3,10 +3,12 @@ real kustomize and sops. Each test states one promise of SPEC §5-6."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +241,50 @@ def test_status_json_matches_the_repo(world: World) -> None:
     assert row["pushed"] is True
     assert row["commit"] == world.head()
     assert row["lastError"] is None
+
+
+def test_a_kept_reconciler_sees_every_change_of_a_listed_deployment(world: World) -> None:
+    """`run` keeps one reconciler, which remembers last cycle's fingerprints by
+    deployment equality; a change must still be seen, even one that Python's
+    equality hides (`True == 1`) inside free-form objects such as sidecars."""
+    from bridge.models import parse_deployment, parse_listener
+    from bridge.publishing import TargetRepo
+    from bridge.reconciling import Reconciler
+
+    sidecar = {"name": "proxy", "image": "registry.example.com/acme/proxy:1", "args": ["x"]}
+    alpha = world.create("alpha", resource_spec={"min_scale": 1, "max_scale": 2})
+    beta = world.create("beta", resource_spec={"sidecars": [sidecar]})
+    beta["source_config"]["resource_spec"]["sidecars"][0]["tty"] = True
+    listener = parse_listener(world.admin.get_listener(world.listener_id))
+    records = {d["id"]: d for d in (alpha, beta)}
+    settings = world.settings()
+    repos: dict[str, TargetRepo] = {}
+
+    def open_repo(target: Any) -> TargetRepo:
+        return repos.setdefault(target.key, TargetRepo(target, settings.git))
+
+    reconciler = Reconciler(
+        settings,
+        list_deployments=lambda: (
+            listener,
+            [parse_deployment(copy.deepcopy(r)) for r in records.values()],
+            [],
+        ),
+        open_repo=open_repo,
+    )
+
+    def actions() -> dict[str, str]:
+        report = reconciler.run_cycle()
+        assert report.exit_code() == 0, [o.error for o in report.outcomes]
+        return {o.name: o.action for o in report.outcomes}
+
+    assert actions() == {"alpha": "deployed", "beta": "deployed"}
+    assert actions() == {"alpha": "unchanged", "beta": "unchanged"}
+    records[alpha["id"]]["source_config"]["resource_spec"]["max_scale"] = 3
+    assert actions() == {"alpha": "deployed", "beta": "unchanged"}
+    assert actions() == {"alpha": "unchanged", "beta": "unchanged"}
+    # Same revision, only True -> 1 inside a sidecar: equal in Python, not in YAML.
+    records[beta["id"]]["source_config"]["resource_spec"]["sidecars"][0]["tty"] = 1
+    assert actions() == {"alpha": "unchanged", "beta": "deployed"}
+    beta_files = [p for p in world.tree() if "/beta/" in p]
+    assert any(b"tty: 1\n" in world.read(p) for p in beta_files)
