@@ -283,6 +283,7 @@ class TargetRepo:
 
     def _set_head(self, head: str | None) -> None:
         self._head, self._head_known = head, True
+        self._ref_snapshot = None  # refs moved since _diagnose() read them
 
     def _forget_head(self) -> None:
         self._head, self._head_known = None, False
@@ -1054,6 +1055,7 @@ class TargetRepo:
             raise self.transport.failure("push to", result.stderr)
         # git already moved the tracking ref; make sure even for odd remotes.
         self._must("update the tracking ref", "update-ref", self.tracking_ref, local)
+        self._ref_snapshot = None
         self._maintain()
         return True
 

@@ -487,6 +487,28 @@ def test_force_pushed_remote_stops_the_target_until_the_clone_is_deleted(
     assert set(again.ls_tree("")) == {"b.txt"}
 
 
+def test_a_rewrite_is_seen_even_when_refs_moved_since_the_clone_was_checked(
+    open_repo: OpenRepo, remote: Path
+) -> None:
+    """The writer remembers the refs it read when it checked the clone; a commit
+    and a push after that must not leave it comparing with a stale head."""
+    repo = open_repo()
+    repo.sync()
+    base = repo.commit("base", write={"a.txt": b"1\n"})
+    repo.push()
+    repo.close()
+    repo = open_repo()
+    assert repo.ls_tree("") != {}  # checks the clone (reads refs) without a sync
+    ours = repo.commit("ours", write={"b.txt": b"2\n"})
+    assert ours is not None and repo.push() is True
+    human = human_clone(remote, remote.parent / "human")
+    git("reset", "-q", "--hard", str(base), cwd=human)  # drops `ours`
+    git("commit", "-q", "--allow-empty", "-m", "rewrite", cwd=human)
+    git("push", "-q", "--force", "origin", "HEAD:main", cwd=human)
+    with pytest.raises(HistoryRewritten):
+        repo.sync()
+
+
 def object_counts(path: Path) -> dict[str, int]:
     out = git("count-objects", "-v", cwd=path)
     return {k: int(v) for k, v in (line.split(": ") for line in out.splitlines())}
