@@ -98,3 +98,36 @@ def test_a_failed_write_to_tmpfs_falls_back(
         Validator(settings())(clash)
     assert f"validation scratch dir on {shm} failed" in caplog.text
     assert list(shm.iterdir()) == [] and list(temp.iterdir()) == []
+
+
+def test_scratch_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    """A killed bridge leaves its scratch roots behind (on /dev/shm: pod memory);
+    the next validation removes those of dead processes, never a live one's."""
+    import subprocess
+    import sys
+
+    from bridge.running import _scratch_prefix, remove_stale_scratch
+
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import tempfile, sys; from bridge.running import _scratch_prefix; "
+            "print(tempfile.mkdtemp(prefix=_scratch_prefix(), dir=sys.argv[1]))",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dead = Path(made)
+    (dead / "agents" / "x").mkdir(parents=True)
+    (dead / "agents" / "x" / "kustomization.yaml").write_text("resources: []\n")
+    mine = Path(tempfile.mkdtemp(prefix=_scratch_prefix(), dir=tmp_path))
+    unknown = tmp_path / "gitops-bridge-validate-_ab12cd"  # an older, unnamed one
+    unknown.mkdir()
+    other = tmp_path / "something-else"
+    other.mkdir()
+    remove_stale_scratch(tmp_path)
+    assert not dead.exists()
+    assert mine.exists() and unknown.exists() and other.exists()
