@@ -826,7 +826,7 @@ class TargetRepo:
         """Write the commits on _IMPORT_REF; their shas, or None if one is empty."""
         s = self.settings
         author = f"{s.author_name} <{s.author_email}> now".encode()
-        marks = self.path / f"bridge-marks-{os.getpid()}-{id(self):x}"
+        marks = self._marks_file
         proc = subprocess.Popen(
             [
                 "git",
@@ -882,21 +882,10 @@ class TargetRepo:
             proc.communicate()
             marks.unlink(missing_ok=True)
             raise
-        try:
-            if returncode != 0:
-                raise self._broken("fast-import", stderr)
-            try:
-                by_mark = dict(
-                    line.split(" ", 1) for line in marks.read_text().splitlines() if line
-                )
-            except OSError as e:
-                raise self._broken("fast-import", f"cannot read the marks file: {e}") from e
-        finally:
+        if returncode != 0:
             marks.unlink(missing_ok=True)
-        try:
-            shas = [by_mark[f":{mark}"] for mark in range(1, len(commits) + 1)]
-        except KeyError as e:
-            raise self._broken("fast-import", f"no object id for commit {e}") from e
+            raise self._broken("fast-import", stderr)
+        shas = self._take_marks(marks, len(commits), "commit")
         # No empty commits: each tree must differ from its parent's (one process).
         listed = self._must(
             "list the new trees",
@@ -973,7 +962,7 @@ class TargetRepo:
             stream += data
             stream += b"\n"
         stream += b"done\n"
-        marks = self.path / f"bridge-marks-{os.getpid()}-{id(self):x}"
+        marks = self._marks_file
         try:
             self._must(
                 "fast-import",
@@ -983,15 +972,30 @@ class TargetRepo:
                 f"--export-marks={marks}",
                 input=bytes(stream),
             )
-            by_mark = dict(line.split(" ", 1) for line in marks.read_text().splitlines() if line)
+        except BaseException:
+            marks.unlink(missing_ok=True)
+            raise
+        return self._take_marks(marks, len(contents), "blob")
+
+    @property
+    def _marks_file(self) -> Path:
+        """Where fast-import exports the ids of its marks (one file per instance)."""
+        return self.path / f"bridge-marks-{os.getpid()}-{id(self):x}"
+
+    def _take_marks(self, marks: Path, count: int, what: str) -> list[str]:
+        """The object ids of marks :1 to :count from fast-import's marks file,
+        which is removed."""
+        try:
+            text = marks.read_text()
         except OSError as e:
             raise self._broken("fast-import", f"cannot read the marks file: {e}") from e
         finally:
             marks.unlink(missing_ok=True)
+        by_mark = dict(line.split(" ", 1) for line in text.splitlines() if line)
         try:
-            return [by_mark[f":{mark}"] for mark in range(1, len(contents) + 1)]
+            return [by_mark[f":{mark}"] for mark in range(1, count + 1)]
         except KeyError as e:
-            raise self._broken("fast-import", f"no object id for blob {e}") from e
+            raise self._broken("fast-import", f"no object id for {what} {e}") from e
 
     def _commit_tree(self, tree: str, parent: str | None, message: str) -> str:
         config, flags = self.signer.commit_tree_args()
