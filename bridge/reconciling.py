@@ -81,6 +81,24 @@ def shard_owns(target: Target, shard: tuple[int, int] | None) -> bool:
 # --- what the cycle needs from its collaborators ------------------------------
 
 
+class ValidationRun(Protocol):
+    """What a validator's optional `begin(expected)` returns: roots fed one by one
+    while the others are rendered, then every root's errors at once."""
+
+    def add(self, folder: str, files: dict[str, bytes]) -> None: ...
+
+    def results(self) -> dict[str, list[str]]: ...
+
+    def close(self) -> None: ...
+
+
+def _root_key(files: Mapping[str, bytes]) -> str:
+    """A root's identity for validation: its file names and contents."""
+    return hashlib.sha256(
+        b"".join(n.encode() + b"\0" + blob_id(d).encode() + b"\0" for n, d in sorted(files.items()))
+    ).hexdigest()
+
+
 class Repo(Protocol):
     """The part of publishing.TargetRepo the cycle uses."""
 
@@ -513,40 +531,59 @@ class Reconciler:
         pending: list[tuple[Deployment, str, dict[str, bytes], DeploymentState, str]] = []
 
         ordered = sorted(live, key=lambda d: (names[d.id], d.id))
-        for position, dep in enumerate(ordered, 1):
-            # Progress of the expensive part (planning renders what changed).
-            self.on_event(
-                "progress", {"target": target.namespace, "done": position, "total": len(ordered)}
-            )
-            outcome = Outcome(
-                target=target.namespace,
-                namespace=target.namespace,
-                deployment_id=dep.id,
-                name=names[dep.id],
-                action="unchanged",
-                revision_id=dep.revision_id,
-            )
-            outcomes.append(outcome)
-            try:
-                planned = self._plan_deployment(
-                    dep, names[dep.id], context, existing.get(dep.id), f"{ns_dir}/{names[dep.id]}"
+        # A validator that takes roots one by one starts on each as soon as it is
+        # rendered: Kustomize runs in its worker processes while this thread renders on.
+        begin = getattr(self.validate, "begin", None)
+        run: ValidationRun | None = begin(len(ordered)) if callable(begin) else None
+        try:
+            for position, dep in enumerate(ordered, 1):
+                # Progress of the expensive part (planning renders what changed).
+                self.on_event(
+                    "progress",
+                    {"target": target.namespace, "done": position, "total": len(ordered)},
                 )
-            except DeploymentError as e:
-                outcome.action = "failed"
-                outcome.error = str(e)
-                log.error(
-                    "%s", e, extra=deployment_extra(dep.name, dep.id, target=target.namespace)
+                outcome = Outcome(
+                    target=target.namespace,
+                    namespace=target.namespace,
+                    deployment_id=dep.id,
+                    name=names[dep.id],
+                    action="unchanged",
+                    revision_id=dep.revision_id,
                 )
-                continue
-            if planned is None:
-                continue
-            kind, files, state = planned
-            pending.append((dep, kind, files, state, names[dep.id]))
+                outcomes.append(outcome)
+                try:
+                    planned = self._plan_deployment(
+                        dep,
+                        names[dep.id],
+                        context,
+                        existing.get(dep.id),
+                        f"{ns_dir}/{names[dep.id]}",
+                    )
+                except DeploymentError as e:
+                    outcome.action = "failed"
+                    outcome.error = str(e)
+                    log.error(
+                        "%s", e, extra=deployment_extra(dep.name, dep.id, target=target.namespace)
+                    )
+                    continue
+                if planned is None:
+                    continue
+                kind, files, state = planned
+                pending.append((dep, kind, files, state, names[dep.id]))
+                path = f"{ns_dir}/{names[dep.id]}"
+                # (The per-cycle memo is empty but when a push race re-plans a target.)
+                if run is not None and (
+                    not self._validated or (path, _root_key(files)) not in self._validated
+                ):
+                    run.add(path, files)
 
-        if self.validate is not None and pending:
-            validated = self._validate(
-                {f"{ns_dir}/{name}": files for _dep, _k, files, _s, name in pending}
-            )
+            if self.validate is not None and pending:
+                validated = self._validate(
+                    {f"{ns_dir}/{name}": files for _dep, _k, files, _s, name in pending}, run
+                )
+        finally:
+            if run is not None:
+                run.close()
 
         by_id = {o.deployment_id: o for o in outcomes}
         for dep, kind, files, state, name in pending:
@@ -874,21 +911,16 @@ class Reconciler:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _validate(self, roots: dict[str, dict[str, bytes]]) -> dict[str, list[str]]:
-        """`self.validate`, skipping roots already validated this cycle with the same bytes."""
+    def _validate(
+        self, roots: dict[str, dict[str, bytes]], run: ValidationRun | None
+    ) -> dict[str, list[str]]:
+        """`self.validate`, skipping roots already validated this cycle with the same
+        bytes; `run` has been given exactly those roots already, as they were rendered."""
         assert self.validate is not None
-        keys = {
-            path: hashlib.sha256(
-                b"".join(
-                    n.encode() + b"\0" + blob_id(d).encode() + b"\0"
-                    for n, d in sorted(files.items())
-                )
-            ).hexdigest()
-            for path, files in roots.items()
-        }
+        keys = {path: _root_key(files) for path, files in roots.items()}
         todo = {p: f for p, f in roots.items() if (p, keys[p]) not in self._validated}
         if todo:
-            found = self.validate(todo)
+            found = run.results() if run is not None else self.validate(todo)
             for path in todo:
                 self._validated[(path, keys[path])] = found.get(path, [])
         return {p: self._validated[(p, keys[p])] for p in roots if self._validated[(p, keys[p])]}

@@ -119,34 +119,118 @@ class Validator:
                 schema_dir=default_schema_dir(),
             )
 
+    def begin(self, expected: int) -> ValidationRun:
+        """A run fed root by root as the reconciler renders them (`expected`: at
+        most how many), so that their builds overlap the rendering of the rest."""
+        return ValidationRun(self, expected)
+
     @classmethod
-    def scratch_parent(cls, roots: Mapping[str, Mapping[str, bytes]]) -> str | None:
-        """TMPFS if it is a writable directory with room for the roots, else None
-        (the system temp dir)."""
+    def scratch_parent(
+        cls, roots: Mapping[str, Mapping[str, bytes]], *, expected: int = 0
+    ) -> str | None:
+        """TMPFS if it is a writable directory with room for the roots (or for
+        `expected` roots of a typical size), else None (the system temp dir)."""
         try:
             if not cls.TMPFS.is_dir() or not os.access(cls.TMPFS, os.W_OK | os.X_OK):
                 return None
             fs = os.statvfs(cls.TMPFS)
         except OSError:
             return None
-        return str(cls.TMPFS) if cls.has_room(roots, fs) else None
+        if expected:
+            page = fs.f_frsize or fs.f_bsize or 4096
+            fits = cls._fits(expected * cls.TYPICAL_ROOT_BYTES // page, expected * 10, expected, fs)
+        else:
+            fits = cls.has_room(roots, fs)
+        return str(cls.TMPFS) if fits else None
 
-    @staticmethod
-    def has_room(roots: Mapping[str, Mapping[str, bytes]], fs: os.statvfs_result) -> bool:
+    # A rendered root: ~8 files of 0.2-4 KB, each held in whole pages by tmpfs.
+    TYPICAL_ROOT_BYTES = 40 * 1024
+
+    @classmethod
+    def has_room(cls, roots: Mapping[str, Mapping[str, bytes]], fs: os.statvfs_result) -> bool:
         """Whether the roots take at most half of the free space and inodes of `fs`:
         a container's /dev/shm is often 64 MB, and others use it too."""
+        page = fs.f_frsize or fs.f_bsize or 4096
+        # tmpfs keeps each file in whole pages.
+        pages = sum(-(-len(data) // page) for f in roots.values() for data in f.values())
+        return cls._fits(pages, sum(len(f) for f in roots.values()), len(roots), fs)
+
+    @staticmethod
+    def _fits(pages: int, files: int, folders: int, fs: os.statvfs_result) -> bool:
         if fs.f_flag & os.ST_RDONLY:
             return False
-        page = fs.f_frsize or fs.f_bsize or 4096
-        files = sum(len(f) for f in roots.values())
-        # tmpfs keeps each file in whole pages; a page more per folder for the
-        # folders themselves and the parent kustomizations of the aggregate builds.
-        need = sum(-(-len(data) // page) for f in roots.values() for data in f.values())
-        need += len(roots) + 16
-        if 2 * need > fs.f_bavail:
+        # A page more per folder for the folders themselves and the parent
+        # kustomizations of the aggregate builds.
+        if 2 * (pages + folders + 16) > fs.f_bavail:
             return False
         # f_files == 0: no inode limit (tmpfs mounted with nr_inodes=0).
-        return fs.f_files == 0 or 2 * (files + 2 * len(roots) + 16) <= fs.f_favail
+        return fs.f_files == 0 or 2 * (files + 2 * folders + 16) <= fs.f_favail
+
+
+class ValidationRun:
+    """Roots validated as they are rendered: each is written to a scratch dir and
+    handed to a RootChecker at once, which sends it to the validation workers
+    (Kustomize's library) while the reconciler renders the next. If writing
+    fails (tmpfs filled up since it was measured), `results()` validates all
+    the roots the Validator's way instead, in the system temp dir if need be."""
+
+    def __init__(self, validator: Validator, expected: int) -> None:
+        self._validator = validator
+        self._expected = max(1, expected)
+        self._roots: dict[str, dict[str, bytes]] = {}
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._checker: Any = None  # validation.RootChecker, imported lazily
+        self._broken = False
+
+    def add(self, folder: str, files: dict[str, bytes]) -> None:
+        self._roots[folder] = files
+        if self._broken:
+            return
+        try:
+            if self._scratch is None:
+                self._open()
+            assert self._scratch is not None
+            root = Path(self._scratch.name) / folder
+            root.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                (root / name).write_bytes(data)
+        except OSError as e:
+            log.warning("validation scratch dir failed (%s); validating after rendering", e)
+            self._broken = True
+            return
+        self._checker.add([folder])
+
+    def _open(self) -> None:
+        from bridge.rendering.validation import RootChecker
+        from bridge.schemas import default_schema_dir
+
+        parent = Validator.scratch_parent({}, expected=self._expected)
+        remove_stale_scratch(Path(parent or tempfile.gettempdir()))
+        # ignore_cleanup_errors: a scratch dir that cannot be removed must not fail the
+        # cycle (a later bridge's remove_stale_scratch takes it once this process is gone).
+        self._scratch = tempfile.TemporaryDirectory(
+            prefix=_scratch_prefix(), dir=parent, ignore_cleanup_errors=True
+        )
+        self._checker = RootChecker(
+            Path(self._scratch.name),
+            kubernetes_version=self._validator.settings.render.kubernetes_version,
+            schema_dir=default_schema_dir(),
+        )
+
+    def results(self) -> dict[str, list[str]]:
+        """folder -> its errors (empty: it builds and every object validates)."""
+        if not self._roots:
+            return {}
+        if self._broken or self._checker is None:
+            self.close()
+            return self._validator(self._roots)
+        found = self._checker.results()
+        return {folder: found[folder].problems for folder in sorted(self._roots)}
+
+    def close(self) -> None:
+        scratch, self._scratch = self._scratch, None
+        if scratch is not None:
+            scratch.cleanup()
 
 
 _SCRATCH = "gitops-bridge-validate-"

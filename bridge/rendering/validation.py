@@ -600,42 +600,106 @@ def _library_version() -> str:
 _LIBRARY_LOGGED = False
 
 
-def _check_roots_library(
-    base: Path, todo: Sequence[str], kubernetes_version: str, schema_dir: str | None
-) -> tuple[dict[str, RootCheck], list[str]]:
-    """(results, folders left for kubectl): all of them when the library failed
-    before any result, the unfinished ones when it failed midway."""
-    pool = _pool()
-    if pool is None:
-        return {}, list(todo)
-    workers = max(1, validation_workers())
-    size = max(1, min(LIBRARY_BATCH, math.ceil(len(todo) / workers)))
-    batches = [list(todo[i : i + size]) for i in range(0, len(todo), size)]
-    out: dict[str, RootCheck] = {}
-    try:
+class RootChecker:
+    """`check_roots`, fed while the caller is still producing roots.
+
+    With Kustomize's library, every LIBRARY_BATCH roots added go to the worker
+    processes at once, so that building and checking them overlaps whatever
+    the caller does meanwhile (the reconciler renders the next deployments).
+    `results()` waits for them; whatever the library could not do (it is
+    unavailable, a worker died, a batch hung) and everything under the kubectl
+    engine is built there with `kubectl kustomize`, in aggregate."""
+
+    def __init__(
+        self,
+        base: Path,
+        *,
+        kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+        schema_dir: Path | None = None,
+        batch: int = LIBRARY_BATCH,
+    ) -> None:
+        self._base = base
+        self._version = kubernetes_version
+        self._dir = str(schema_dir) if schema_dir is not None else None
+        self._size = max(1, batch)
+        self._library = kustomize_engine() == "library"
+        self._seen: set[str] = set()
+        self._batch: list[str] = []
+        self._probe: Future[str] | None = None
+        self._sent: list[tuple[list[str], Future[list[RootCheck]]]] = []
+        self._kubectl: list[str] = []
+
+    def add(self, folders: Iterable[str]) -> None:
+        """Roots (folders under base) whose files are all written."""
+        for folder in folders:
+            if folder in self._seen:
+                continue
+            self._seen.add(folder)
+            if not self._library:
+                self._kubectl.append(folder)
+                continue
+            self._batch.append(folder)
+            if len(self._batch) >= self._size:
+                self._send()
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        pool = _pool() if self._library else None
+        if pool is None:
+            self._kubectl.extend(batch)
+            return
+        paths = [str(self._base / f) for f in batch]
+        try:
+            if self._probe is None and not _LIBRARY_LOGGED:
+                self._probe = pool.submit(_library_version)
+            future = pool.submit(_check_with_library, paths, self._version, self._dir)
+        except (BrokenProcessPool, RuntimeError) as e:  # RuntimeError: pool shut down
+            self._stop_library(e)
+            self._kubectl.extend(batch)
+            return
+        self._sent.append((batch, future))
+
+    def _stop_library(self, error: BaseException) -> None:
+        if self._library:
+            self._library = False
+            _give_up_library(error, hung=isinstance(error, FutureTimeout))
+        for batch, future in self._sent:
+            future.cancel()
+            self._kubectl.extend(batch)
+        self._sent = []
+
+    def results(self) -> dict[str, RootCheck]:
+        """folder -> what building it and validating its objects found."""
+        if self._batch:
+            self._send()
+        out: dict[str, RootCheck] = {}
+        try:
+            if self._probe is not None:
+                release = self._probe.result(timeout=BUILD_TIMEOUT)
+                self._log_once(release)
+            for batch, future in self._sent:
+                # Batches queue behind each other, so each wait is at least as
+                # long as every earlier batch had: BUILD_TIMEOUT is per batch.
+                checked = future.result(timeout=BUILD_TIMEOUT)
+                out.update(zip(batch, checked, strict=True))
+            self._sent = []
+        except (libkustomize.Unavailable, BrokenProcessPool, FutureTimeout) as e:
+            self._sent = [(b, f) for b, f in self._sent if b[0] not in out]
+            self._stop_library(e)
+        if self._kubectl:
+            todo, self._kubectl = sorted(self._kubectl), []
+            out.update(_check_roots_kubectl(self._base, todo, self._version, self._dir))
+        return out
+
+    @staticmethod
+    def _log_once(release: str) -> None:
         global _LIBRARY_LOGGED
         if not _LIBRARY_LOGGED:
-            release = pool.submit(_library_version).result(timeout=BUILD_TIMEOUT)
+            _LIBRARY_LOGGED = True
             log.info(
                 "validation builds with Kustomize's library in worker processes: pykustomize %s",
                 release,
             )
-            _LIBRARY_LOGGED = True
-        futures = [
-            pool.submit(
-                _check_with_library, [str(base / f) for f in batch], kubernetes_version, schema_dir
-            )
-            for batch in batches
-        ]
-        for batch, future in zip(batches, futures, strict=True):
-            # Batches queue behind each other, so each wait is at least as long
-            # as every earlier batch had: BUILD_TIMEOUT is per batch, not per cycle.
-            for folder, result in zip(batch, future.result(timeout=BUILD_TIMEOUT), strict=True):
-                out[folder] = result
-    except (libkustomize.Unavailable, BrokenProcessPool, FutureTimeout) as e:
-        _give_up_library(e, hung=isinstance(e, FutureTimeout))
-        return out, [f for f in todo if f not in out]
-    return out, []
 
 
 def _give_up_library(error: BaseException, *, hung: bool) -> None:
@@ -667,13 +731,16 @@ def check_roots(
     todo = sorted(set(folders))
     if not todo:
         return {}
-    directory = str(schema_dir) if schema_dir is not None else None
-    done: dict[str, RootCheck] = {}
-    if kustomize_engine() == "library":
-        done, todo = _check_roots_library(base, todo, kubernetes_version, directory)
-        if not todo:
-            return done
-    return done | _check_roots_kubectl(base, todo, kubernetes_version, directory)
+    # All roots are known: batches as even as the workers are many, at most LIBRARY_BATCH.
+    workers = max(1, validation_workers())
+    checker = RootChecker(
+        base,
+        kubernetes_version=kubernetes_version,
+        schema_dir=schema_dir,
+        batch=min(LIBRARY_BATCH, math.ceil(len(todo) / workers)),
+    )
+    checker.add(todo)
+    return checker.results()
 
 
 def _check_roots_kubectl(

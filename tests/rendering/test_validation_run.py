@@ -1,0 +1,128 @@
+"""Validation fed root by root (`Validator.begin`, `RootChecker.add`): the same
+answers as validating all roots at once, builds started before the last root
+is added, and a scratch dir that fails midway falls back to the whole-batch
+path. Real kustomize (library and kubectl), real worker processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.rendering import libkustomize, validation
+from bridge.rendering.validation import LIBRARY_BATCH, RootChecker, check_roots
+from bridge.running import Validator
+from tests.rendering.test_validation_parallel import write_roots
+from tests.rendering.test_validator_scratch import roots as broken_roots
+from tests.rendering.test_validator_scratch import settings
+
+needs_library = pytest.mark.skipif(
+    importlib.util.find_spec("pykustomize") is None,
+    reason="pykustomize is not installed (scripts/setup installs it on linux/amd64)",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def reset() -> None:
+        validation.shutdown_workers()
+        validation._LIBRARY_OFF = False
+        validation._POOL_BROKEN = False
+        validation._VALID.clear()
+
+    reset()
+    monkeypatch.setenv("BRIDGE_VALIDATE_WORKERS", "1")
+    monkeypatch.delenv(libkustomize.ENGINE_ENV, raising=False)
+    yield
+    reset()
+
+
+def scratchless(found: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Errors without the name of the scratch dir they were built in (kustomize's
+    messages name the files it could not read)."""
+    return {
+        folder: [re.sub(r"gitops-bridge-validate-[^/]+", "SCRATCH", e) for e in errors]
+        for folder, errors in found.items()
+    }
+
+
+def rendered(tmp_path: Path, count: int) -> dict[str, dict[str, bytes]]:
+    """Real rendered roots (state files included) plus a good and a broken one."""
+    base = tmp_path / "rendered"
+    out = {
+        folder: {p.name: p.read_bytes() for p in sorted((base / folder).iterdir())}
+        for folder in write_roots(base, count)
+    }
+    return out | broken_roots()
+
+
+@pytest.mark.parametrize("engine", ["auto", "kubectl"])
+def test_a_run_answers_as_the_whole_batch_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, engine)
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(Validator, "TMPFS", shm)
+    roots = rendered(tmp_path, 2 * LIBRARY_BATCH + 3)
+    validator = Validator(settings())
+    whole = validator(roots)
+    run = validator.begin(len(roots))
+    try:
+        for folder, files in roots.items():
+            run.add(folder, files)
+        assert scratchless(run.results()) == scratchless(whole)
+    finally:
+        run.close()
+    assert sorted(f for f, errors in whole.items() if errors) == ["c/ns/broken"]
+    assert list(shm.iterdir()) == []  # nothing left behind
+
+
+@needs_library
+def test_batches_are_built_before_the_last_root_is_added(tmp_path: Path) -> None:
+    folders = write_roots(tmp_path, LIBRARY_BATCH + 1)
+    checker = RootChecker(tmp_path)
+    checker.add(folders[:LIBRARY_BATCH])
+    # The first batch went to a worker as soon as it was full: it finishes on its
+    # own, while the caller could still be rendering the next root.
+    [(batch, future)] = checker._sent
+    assert batch == folders[:LIBRARY_BATCH]
+    assert [r.problems for r in future.result(timeout=120)] == [[]] * LIBRARY_BATCH
+    checker.add(folders[LIBRARY_BATCH:] + folders[:1])  # a root added twice counts once
+    found = checker.results()
+    assert found == check_roots(tmp_path, folders)
+    assert sorted(found) == sorted(folders)
+
+
+def test_a_scratch_dir_that_fails_midway_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run's scratch dir is gone and a file stands in its place (tmpfs trouble):
+    the roots are validated the whole-batch way at the end, with the same answers."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(Validator, "TMPFS", shm)
+    roots = rendered(tmp_path, 3)
+    validator = Validator(settings())
+    whole = validator(roots)
+    run = validator.begin(len(roots))
+    items = list(roots.items())
+    try:
+        run.add(*items[0])
+        scratch = Path(run._scratch.name)  # type: ignore[union-attr]
+        shutil.rmtree(scratch)
+        scratch.write_text("not a directory")
+        with caplog.at_level(logging.WARNING, logger="bridge.run"):
+            for folder, files in items[1:]:
+                run.add(folder, files)
+        assert "validation scratch dir failed" in caplog.text
+        assert scratchless(run.results()) == scratchless(whole)
+    finally:
+        run.close()
+        (shm / scratch.name).unlink(missing_ok=True)
+    assert list(shm.iterdir()) == []
