@@ -8,22 +8,24 @@ a parent build fails (one bad root fails the whole build), its roots are
 bisected until each failing root has its own error message and the good ones
 are still validated.
 
-Where the time goes (benchmarks/README.md): Kustomize ~12-20 ms per root,
-parsing its output ~0.6 ms and schema validation ~1.3 ms per object, the last
+Where the time goes (benchmarks/README.md): Kustomize ~15 ms per root,
+parsing its output ~5.6 ms and schema validation ~0.8 ms per root, the last
 two pure Python. So `check_roots` runs the builds from threads (subprocesses,
 no GIL), and parses and validates the objects both in this process (one chunk
-at a time: the GIL) and in a pool of worker processes (forkserver, never fork:
+at a time: the GIL) and in a pool of worker processes (spawn, never fork:
 the bridge runs threads), one per spare core; each worker keeps its compiled
 validators for its lifetime. An object whose exact text was found valid
 before in this process is not parsed or validated again (a new revision
 leaves Postgres and Redis byte-identical), so a cycle checks what changed.
 
 Where Kustomize's Go library is installed (bridge/rendering/libkustomize.py),
-`check_roots` builds with it instead, one root at a time, in the worker
-processes (one per core; the bridge process never loads Go): ~9 ms of CPU
-per root for build and parse instead of ~21. If the library cannot load, a
-worker dies, or a build hangs, validation goes on with `kubectl kustomize`
-for the rest of the process's life, and says so once.
+roots are built with it instead, one at a time, in the worker processes (one
+per core; the bridge process never loads Go): ~9 ms of CPU per root for build
+and parse instead of ~21. `RootChecker` takes roots as the caller produces
+them and sends each full batch to the workers at once, so that builds overlap
+the rendering of the next roots; `check_roots` is the all-at-once form. If the
+library cannot load, a worker dies, or a build hangs, validation goes on with
+`kubectl kustomize` for the rest of the process's life, and says so once.
 """
 
 from __future__ import annotations
