@@ -15,8 +15,12 @@ Where: only in the validation worker processes (spawned, never forked), never
 in the bridge process. A Go runtime that dies (a fatal error, or a panic the
 library does not recover) then ends one worker, not the bridge; the caller
 sees the pool broken and goes on with `kubectl kustomize`
-(bridge/rendering/validation.py). The library keeps its last error in one
-global, so each worker builds one root at a time.
+(bridge/rendering/validation.py). Each worker builds one root at a time:
+Kustomize's build mutates package-global state and two builds at once in one
+process can die with "concurrent map read and map write"
+(kubernetes-sigs/kustomize#3659; Flux serializes its builds with a mutex for
+the same reason), and the library keeps its last error in one global. More
+parallelism means more worker processes (BRIDGE_VALIDATE_WORKERS).
 
 Options match what `kubectl kustomize` does by default: files only from
 within the root (`LoadRestrictionsRootOnly`), no plugins, no Helm, the default
@@ -123,7 +127,7 @@ def build(root: Path) -> list[dict[str, Any]]:
     ffi_module, lib = _library()
     ffi = ffi_module.ffi
     result = ffi.new("char**")
-    with _LOCK:  # one build at a time: the library's last error is a global
+    with _LOCK:  # one build at a time: Kustomize's globals, and the library's last error
         code = lib.pykustomize_build_to_json(
             ffi.new("char[]", os.fsencode(root)), ffi.new("char[]", _OPTIONS), result
         )
