@@ -103,7 +103,9 @@ def version() -> str:
         release = package_version("pykustomize")
     except PackageNotFoundError:
         release = "unknown"
-    return f"{release} ({ffi_module.get_version()})"
+    native = str(ffi_module.get_version())
+    # The library names its own build ("pykustomize-v0.1.4"): shown only if it differs.
+    return release if native.endswith(f"v{release}") else f"{release} (library {native})"
 
 
 # kubectl kustomize's defaults (LoadRestrictionsRootOnly = 0 in pykustomize).
