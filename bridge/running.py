@@ -104,10 +104,7 @@ class Validator:
             base = Path(tmp)
             try:
                 for folder, files in roots.items():
-                    root = base / folder
-                    root.mkdir(parents=True, exist_ok=True)
-                    for name, data in files.items():
-                        (root / name).write_bytes(data)
+                    _write_root(base, folder, files)
             except OSError as e:
                 if parent is None:
                     raise
@@ -167,6 +164,13 @@ class Validator:
         return fs.f_files == 0 or 2 * (files + 2 * folders + 16) <= fs.f_favail
 
 
+def _write_root(base: Path, folder: str, files: Mapping[str, bytes]) -> None:
+    root = base / folder
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+
+
 class ValidationRun:
     """Roots validated as they are rendered: each is written to a scratch dir and
     handed to a RootChecker at once, which sends it to the validation workers
@@ -190,10 +194,7 @@ class ValidationRun:
             if self._scratch is None:
                 self._open()
             assert self._scratch is not None
-            root = Path(self._scratch.name) / folder
-            root.mkdir(parents=True, exist_ok=True)
-            for name, data in files.items():
-                (root / name).write_bytes(data)
+            _write_root(Path(self._scratch.name), folder, files)
         except OSError as e:
             log.warning("validation scratch dir failed (%s); validating after rendering", e)
             self._broken = True

@@ -254,6 +254,13 @@ class RootCheck:
     unchecked: list[str] = field(default_factory=list)
     build_error: str | None = None  # kustomize's message; then nothing else is known
 
+    def count(self, errors: Sequence[str], unchecked: str | None) -> None:
+        """One more object of the root, with what checking it found."""
+        self.objects += 1
+        self.errors.extend(errors)
+        if unchecked:
+            self.unchecked.append(unchecked)
+
     @property
     def problems(self) -> list[str]:
         """Everything that makes the root unfit to commit."""
@@ -519,10 +526,7 @@ def _check_chunk(
             return {folder: RootCheck(build_error=str(e))}
         result = RootCheck()
         for _owner, errors, unchecked in _check_output(text, kubernetes_version, schema_dir):
-            result.objects += 1
-            result.errors.extend(errors)
-            if unchecked:
-                result.unchecked.append(unchecked)
+            result.count(errors, unchecked)
         return {folder: result}
     owner: dict[str, str] = {}
     for folder in folders:
@@ -545,11 +549,7 @@ def _check_chunk(
             found = owner.get(str(dep_id)) if dep_id is not None else None
             if found is None:
                 raise _Unowned
-            result = results[found]
-            result.objects += 1
-            result.errors.extend(errors)
-            if unchecked:
-                result.unchecked.append(unchecked)
+            results[found].count(errors, unchecked)
     except _Unowned:
         return _check_singly(base, folders, kubernetes_version, schema_dir)
     return results
@@ -585,11 +585,8 @@ def _check_with_library(
             continue
         result = RootCheck()
         for doc in docs:
-            result.objects += 1
             _owner, errors, unchecked = _check_document(doc, kubernetes_version, directory)
-            result.errors.extend(errors)
-            if unchecked:
-                result.unchecked.append(unchecked)
+            result.count(errors, unchecked)
         out.append(result)
     return out
 
