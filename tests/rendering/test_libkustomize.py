@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 
-from bridge.config import ControlPlaneSettings, Settings
 from bridge.errors import ConfigError
 from bridge.models import parse_deployment
 from bridge.redaction import Redacted
@@ -44,6 +43,7 @@ from bridge.secrets.sops import SopsSealer
 from bridge.state import STATE_FILE
 from tests.rendering.support import CASES, load_case, render_case, write_plain
 from tests.rendering.test_validation_parallel import write_roots
+from tests.rendering.test_validator_scratch import settings
 from tests.secrets.test_sealed import Controller
 from tests.secrets.test_sops import AgeKey
 
@@ -430,16 +430,6 @@ def test_a_failing_library_falls_back_to_kubectl_once(
 # --- choosing the engine ------------------------------------------------------------
 
 
-def _settings() -> Settings:
-    control_plane = ControlPlaneSettings(
-        url="https://api.example.com",
-        api_key_env="BRIDGE_TEST_KEY",
-        api_key=Redacted("-".join(["unused", "in", "this", "test"])),
-        listener_id="l-1",
-    )
-    return Settings(control_plane=control_plane, targets=())
-
-
 @needs_cffi
 def test_kubectl_engine_never_tries_the_library(
     tmp_path: Path,
@@ -483,7 +473,7 @@ def test_a_bogus_engine_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError, match="BRIDGE_KUSTOMIZE='bogus'"):
         libkustomize.wanted()
     with pytest.raises(ConfigError, match="expected auto or kubectl"):
-        Validator(_settings())
+        Validator(settings())
 
 
 # --- disagreements the tests found between the engines, mended in validation.py ---

@@ -5,7 +5,6 @@ path. Real kustomize (library and kubectl), real worker processes."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 import shutil
@@ -17,14 +16,10 @@ import pytest
 from bridge.rendering import libkustomize, validation
 from bridge.rendering.validation import LIBRARY_BATCH, RootChecker, check_roots
 from bridge.running import Validator
+from tests.rendering.test_libkustomize import needs_library
 from tests.rendering.test_validation_parallel import write_roots
 from tests.rendering.test_validator_scratch import roots as broken_roots
 from tests.rendering.test_validator_scratch import settings
-
-needs_library = pytest.mark.skipif(
-    importlib.util.find_spec("pykustomize") is None,
-    reason="pykustomize is not installed (scripts/setup installs it on linux/amd64)",
-)
 
 
 @pytest.fixture(autouse=True)
