@@ -1,1 +1,21 @@
 """Shared fixtures. Everything here is real: processes, sockets, repos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests import sopstools
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_sops_file_decrypts_with_the_real_sops() -> Iterator[None]:
+    """The bridge writes SOPS's format itself: every file any test made it write
+    must decrypt, MAC checked, with the real `sops` binary to its exact Secret."""
+    with sopstools.recording():
+        yield
+    checked, problems = sopstools.check_recorded()
+    assert not problems, (
+        f"{len(problems)} of {checked} SOPS files fail `sops --decrypt`: {problems[:5]}"
+    )

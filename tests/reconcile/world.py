@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyrage
-
 from bridge.canonical_yaml import dumps
 from bridge.config import Settings, load_settings
 from bridge.controlplane.client import deployment_request
 from bridge.reconciling import CycleReport
+from tests.sopstools import new_identity
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}
 
@@ -180,7 +179,7 @@ def make_world(
 
     api_key = "lsv2_pt_" + secrets.token_hex(16)
     bridge_key = secrets.token_hex(32)
-    identity = pyrage.x25519.Identity.generate()
+    identity = new_identity()
     key_file = root / "age.agekey"
     key_file.write_text(f"{identity}\n")
     key_file.chmod(0o600)

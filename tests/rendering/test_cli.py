@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyrage
 import pytest
 import yaml
 
 from bridge.secrets.sops import sops_binary_path
 from tests.leakscan import scan_text
 from tests.rendering.support import CASES
+from tests.sopstools import new_identity
 
 
 def bridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,7 +30,7 @@ def bridge(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 @pytest.fixture
 def sops_config(tmp_path: Path) -> tuple[Path, Path]:
-    identity = pyrage.x25519.Identity.generate()
+    identity = new_identity()
     key = tmp_path / "age.agekey"
     key.write_text(f"{identity}\n")
     config = tmp_path / "bridge.yaml"

@@ -20,12 +20,12 @@ from bridge.secrets.providers import make_sealer
 from bridge.secrets.sops import SopsSealer, sops_binary_path
 from tests.leakscan import scan_text
 from tests.secrets.plans import VALUES, make_plan
-from tests.sopstools import sops_decrypt_raw
+from tests.sopstools import new_identity, sops_decrypt_raw
 
 
 class AgeKey:
     def __init__(self, directory: Path, name: str) -> None:
-        identity = pyrage.x25519.Identity.generate()
+        identity = new_identity()
         self.recipient = str(identity.to_public())
         self.file = directory / f"{name}.key"
         self.file.write_text(f"# public key: {self.recipient}\n{identity}\n", encoding="utf-8")
@@ -167,36 +167,34 @@ def test_make_sealer_refuses_missing_or_bad_recipients(keys: tuple[AgeKey, AgeKe
     assert make_sealer(SecretsSettings(provider="none")) is None
 
 
-def test_sops_failure_is_a_secrets_error_without_plaintext(
-    keys: tuple[AgeKey, AgeKey], tmp_path: Path
+def test_an_age_failure_is_a_secrets_error_without_plaintext(
+    keys: tuple[AgeKey, AgeKey], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The real sops does not fail on our input; a stand-in that echoes its
-    # stdin to stderr is the worst case for what an error message could carry.
-    fake = tmp_path / "sops"
-    fake.write_text("#!/bin/sh\necho 'failed to encrypt:' >&2\ncat >&2\nexit 7\n")
-    fake.chmod(0o755)
+    # age does not fail on a valid recipient; a stand-in that fails and quotes
+    # every value it could have seen is the worst case for the error message.
     plan = make_plan()
+
+    def failing(_data: bytes, _recipients: object) -> bytes:
+        raise pyrage.EncryptError("cannot encrypt: " + " ".join(VALUES.values()))
+
+    monkeypatch.setattr(pyrage, "encrypt", failing)
     with pytest.raises(SecretsError) as info:
-        SopsSealer([keys[0].recipient], binary=fake).seal(plan)
+        SopsSealer([keys[0].recipient]).seal(plan)
     message = str(info.value)
-    assert "exited with 7" in message and "secret-env.yaml" in message and "alpha-env" in message
+    assert "age encryption failed" in message
+    assert "secret-env.yaml" in message and "alpha-env" in message
+    assert "cannot encrypt" not in message  # the library's own text is never passed on
     assert scan_text(message, VALUES.values()) == []
-    for value in VALUES.values():
-        for line in value.splitlines():
-            if len(line.strip()) >= 4:
-                assert line.strip() not in message
 
 
 def test_output_that_is_not_encrypted_is_refused(
-    keys: tuple[AgeKey, AgeKey], tmp_path: Path
+    keys: tuple[AgeKey, AgeKey], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Defence in depth: a sops that passes the plaintext through must not
+    # Defence in depth: a cipher slip that left a value in clear must not
     # produce a file the bridge would commit.
-    fake = tmp_path / "sops"
-    fake.write_text("#!/bin/sh\ncat\n")
-    fake.chmod(0o755)
-    with pytest.raises(SecretsError, match=r"no encrypted Secret|unencrypted") as info:
-        SopsSealer([keys[0].recipient], binary=fake).seal(make_plan())
+    monkeypatch.setattr("bridge.secrets.sops.encrypt_value", lambda _key, value, _ad: value)
+    with pytest.raises(SecretsError, match=r"did not read back") as info:
+        SopsSealer([keys[0].recipient]).seal(make_plan())
     assert scan_text(str(info.value), VALUES.values()) == []
 
 
