@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 MAX_DEPLOYMENT_SERIES = 2000
 ERROR_KINDS = ("invalid", "policy", "secrets", "validation", "refused", "other")
 
 
 class Metrics:
     def __init__(self) -> None:
+        # Imported here: Health (below) is used by every run, the registry
+        # only with --listen, and prometheus_client costs ~60 ms to import.
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.cycle_seconds = Histogram(

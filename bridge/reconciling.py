@@ -179,6 +179,17 @@ class _Existing:
     files: dict[str, str]  # file name -> blob id, as in the tree now
 
 
+@dataclass(frozen=True)
+class _Remembered:
+    """What planning a deployment computed last cycle, reused while it is equal."""
+
+    deployment: Deployment
+    context: object
+    name: str
+    fingerprint: bytes
+    digest: str
+
+
 # --- the cycle ---------------------------------------------------------------
 
 
@@ -221,8 +232,8 @@ class Reconciler:
         self._existing_cache: dict[str, tuple[str, dict[str, _Existing], list[str]]] = {}
         # dep id -> (deployment, render context, input fingerprint) of the last
         # cycle; rebuilt each cycle, so it holds the deployments listed last.
-        self._fingerprints: dict[str, tuple[Deployment, object, bytes]] = {}
-        self._fingerprints_next: dict[str, tuple[Deployment, object, bytes]] = {}
+        self._fingerprints: dict[str, _Remembered] = {}
+        self._fingerprints_next: dict[str, _Remembered] = {}
         self._contexts: dict[str, object] = {}  # target key -> last RenderContext
         # Per cycle (cleared by run_cycle): plans and validation results by input,
         # so push retries within a cycle neither re-render nor re-validate.
@@ -739,44 +750,50 @@ class Reconciler:
         from bridge.secrets.escrow import generate_password, open_escrow, seal_escrow
 
         assert isinstance(context, RenderContext)
-        violations = check_policy(dep, self.settings.policy)
-        if violations:
-            raise violations[0]
         key = self.settings.secrets.bridge_key
-        if dep.secrets and key is None:
-            raise SecretsError(
-                "has secrets but no bridge key is configured",
-                deployment_id=dep.id,
-                deployment_name=dep.name,
-                hint=f"set {self.settings.secrets.bridge_key_env}",
-            )
         sealer = self._get_sealer()
         sealed_for = sealer.sealed_for() if sealer is not None else "none"
-        # A deployment equal to last cycle's, in the same context, has the same
-        # fingerprint: comparing (~6 us) is cheaper than encoding (~25 us), which
-        # was a quarter of an unchanged cycle at 10,000 deployments. Not with
-        # free-form objects (volumes, sidecars...): there `1 == 1.0 == True` in
-        # Python, though each renders differently. Parsed numbers are normalized.
+        # A deployment equal to last cycle's, in the same context and folder, has
+        # passed the policy and has the same fingerprint and digest: comparing
+        # (~6 us) is cheaper than checking, encoding and HMAC-ing (~60 us), which
+        # was most of an unchanged cycle. Not with free-form objects (volumes,
+        # sidecars...): there `1 == 1.0 == True` in Python, though each renders
+        # differently. Parsed numbers are normalized.
         spec = dep.resource_spec
         free_form = spec.volumes or spec.volume_mounts or spec.init_containers or spec.sidecars
         remembered = None if free_form else self._fingerprints.get(dep.id)
-        if remembered is not None and remembered[1] is context and remembered[0] == dep:
-            fingerprint = remembered[2]
+        if (
+            remembered is not None
+            and remembered.context is context
+            and remembered.name == name
+            and (remembered.deployment is dep or remembered.deployment == dep)
+        ):
+            fingerprint, digest = remembered.fingerprint, remembered.digest
         else:
+            violations = check_policy(dep, self.settings.policy)
+            if violations:
+                raise violations[0]
+            if dep.secrets and key is None:
+                raise SecretsError(
+                    "has secrets but no bridge key is configured",
+                    deployment_id=dep.id,
+                    deployment_name=dep.name,
+                    hint=f"set {self.settings.secrets.bridge_key_env}",
+                )
             fingerprint = input_fingerprint(dep, context)
+            secret_part = b"".join(
+                f"{s.name}\0".encode() + self._value_digest(key, s.value).encode() + b"\0"
+                for s in sorted(dep.secrets, key=lambda s: s.name)
+            )
+            digest = input_digest(
+                key,
+                b"render-schema:%d\0name:%s\0" % (RENDER_SCHEMA, name.encode())
+                + fingerprint
+                + b"\0secrets\0"
+                + secret_part,
+            )
         if not free_form:
-            self._fingerprints_next[dep.id] = (dep, context, fingerprint)
-        secret_part = b"".join(
-            f"{s.name}\0".encode() + self._value_digest(key, s.value).encode() + b"\0"
-            for s in sorted(dep.secrets, key=lambda s: s.name)
-        )
-        digest = input_digest(
-            key,
-            b"render-schema:%d\0name:%s\0" % (RENDER_SCHEMA, name.encode())
-            + fingerprint
-            + b"\0secrets\0"
-            + secret_part,
-        )
+            self._fingerprints_next[dep.id] = _Remembered(dep, context, name, fingerprint, digest)
         if old is not None and old.folder == name and old.state.input_digest == digest:
             drift = self._drifted(old)
             resealed = self.force_reseal or any(

@@ -25,6 +25,7 @@ is returned: every value decrypts to its plaintext and the MAC matches.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
@@ -264,6 +265,10 @@ class SopsSealer:
         self._clock = clock
 
     def sealed_for(self) -> str:
+        return self._sealed_for
+
+    @functools.cached_property
+    def _sealed_for(self) -> str:
         joined = "\n".join(self.recipients).encode("utf-8")
         return "sops-age:" + hashlib.sha256(joined).hexdigest()[:16]
 
