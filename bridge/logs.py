@@ -18,7 +18,16 @@ from bridge.redaction import MASK, Redacted, scrub
 
 _SECRETS: set[str] = set()
 _LOCK = threading.Lock()
-_EXTRA_KEYS = ("deployment", "deployment_id", "target", "namespace", "revision", "commit", "event")
+_EXTRA_KEYS = (
+    "deployment",
+    "deployment_id",
+    "target",
+    "namespace",
+    "revision",
+    "commit",
+    "event",
+    "seconds",
+)
 
 
 def register_secret(value: Redacted | str | None) -> None:

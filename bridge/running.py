@@ -478,7 +478,13 @@ def run_loop(
                     health.cycle_failed(finished, "git: some targets failed")
                 else:
                     health.cycle_succeeded(finished)
-                log.info("%s", summarize(report), extra={"event": "cycle"})
+                # The cycle's own duration, as /metrics observes it: what a
+                # CronJob's log or a benchmark reads without a scrape.
+                log.info(
+                    "%s",
+                    summarize(report),
+                    extra={"event": "cycle", "seconds": round(finished - started, 3)},
+                )
             if once or stopper.event.is_set():
                 return last_code if once else 0
             if stopper.event.wait(settings.control_plane.poll_interval):
