@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from bridge.approvals import APPROVAL_FILE, HELD_FILE, parse_approval
 from bridge.auditing import run_audit
@@ -227,7 +230,9 @@ def test_held_deletions_are_reported_and_approved_by_commits(world: World, tmp_p
     assert deps["alpha"]["id"] in format_held([target])
     metrics = Metrics()
     metrics.record_report(report)
-    assert metrics.registry.get_sample_value("gitops_bridge_deletions_held", {"target": "agents"}) == 4
+    assert (
+        metrics.registry.get_sample_value("gitops_bridge_deletions_held", {"target": "agents"}) == 4
+    )
 
     # Approve some, not all: alpha and beta.
     approval_sha = approve(world, deps["alpha"]["id"], deps["beta"]["id"])
@@ -467,3 +472,55 @@ def test_unmanaged_deployments_are_named_once_per_change(tmp_path: Path) -> None
                 assert any(another["id"] in x and stray["id"] in x for x in again), again
         finally:
             close()
+
+
+# --- the command line: run --once, status (json and table), /metrics text ------
+
+
+def bridge_cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args, "--config", str(world.write_config())],
+        capture_output=True,
+        text=True,
+        env=world.env,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_run_and_status_show_held_deletions_by_name_and_id(world: World) -> None:
+    deps = create(world, "g1", "g2", "g3", "g4")
+    assert bridge_cli(world, "run", "--once").returncode == 0
+    for name in ("g1", "g2", "g3"):
+        world.admin.delete_deployment(deps[name]["id"])
+    done = bridge_cli(world, "run", "--once")
+    assert done.returncode == 1, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if "mass-delete guard holds" in x]
+    for name in ("g1", "g2", "g3"):
+        assert f"{name} ({deps[name]['id']})" in line
+
+    done = bridge_cli(world, "status", "--output", "json")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    rows = {r["name"]: r for r in doc["deployments"]}
+    assert [n for n, r in sorted(rows.items()) if r["deletionHeld"]] == ["g1", "g2", "g3"]
+    assert rows["g1"]["lastError"].startswith("deletion held by the mass-delete guard")
+    assert not rows["g4"]["deletionHeld"] and rows["g4"]["lastError"] is None
+    (target,) = doc["held"]
+    assert target["namespace"] == "agents"
+    assert {h["id"]: h["name"] for h in target["heldDeletions"]} == {
+        deps[n]["id"]: n for n in ("g1", "g2", "g3")
+    }
+
+    done = bridge_cli(world, "status")
+    assert done.returncode == 1
+    (summary,) = [x for x in done.stdout.splitlines() if x.startswith("target agents: 3 deletion")]
+    assert all(f"{n} ({deps[n]['id']})" in summary for n in ("g1", "g2", "g3"))
+    assert ".gitops-bridge/approve-delete" in summary and "--allow-mass-delete" in summary
+
+    metrics = Metrics()
+    report = world.cycle()
+    metrics.record_report(report)
+    text = generate_latest(metrics.registry).decode()
+    assert 'gitops_bridge_deletions_held{target="agents"} 3.0' in text
+    assert 'gitops_bridge_deletions_held{target="staging"} 0.0' in text
