@@ -773,6 +773,7 @@ class Reconciler:
                 notes.append(f"the held-deletion record {record_path} {e}; every deletion held")
                 recorded = set(candidates)
         if self.allow_mass_delete:
+            self._changed((target.key, "held"), ())
             guard = _Guard(deletable=list(candidates), notes=notes)
             if record_blob is not None and candidates:
                 guard.finishing = frozenset(candidates)
@@ -783,6 +784,7 @@ class Reconciler:
         ) > policy.mass_delete_fraction * len(existing)
         guarded = list(candidates) if trips else [i for i in candidates if i in recorded]
         if not guarded:
+            self._changed((target.key, "held"), ())  # so that a new hold is logged again
             if approval_file in tree:
                 notes.append(
                     f"approval file {approval_file} is present but no deletion of this target "
@@ -803,6 +805,12 @@ class Reconciler:
                         f"approval in {approval_file} (commit {approval.commit[:12]}) names "
                         f"deployment {name!r} ({dep_id}), which the control plane lists "
                         "again: ignored, it is not deleted"
+                    )
+                elif dep_id in candidates:
+                    notes.append(
+                        f"approval in {approval_file} (commit {approval.commit[:12]}) names "
+                        f"deployment {existing[dep_id].state.deployment_name!r} ({dep_id}), "
+                        "whose deletion the guard does not hold: it needs no approval"
                     )
                 else:
                     notes.append(
@@ -850,7 +858,7 @@ class Reconciler:
                     ),
                 )
             )
-        if self._changed((target.key, "held"), tuple(held)):
+        if self._changed((target.key, "held"), tuple(held)) and held:
             which = ", ".join(f"{existing[i].state.deployment_name} ({i})" for i in held)
             log.error(
                 "target %s (%s): the mass-delete guard holds %d deletion(s) of %d deployments "

@@ -524,3 +524,30 @@ def test_run_and_status_show_held_deletions_by_name_and_id(world: World) -> None
     text = generate_latest(metrics.registry).decode()
     assert 'gitops_bridge_deletions_held{target="agents"} 3.0' in text
     assert 'gitops_bridge_deletions_held{target="staging"} 0.0' in text
+
+
+def test_a_hold_that_ends_is_not_logged_and_a_new_one_is(world: World) -> None:
+    deps = create(world, "h1", "h2", "h3", "h4")
+    reconciler, close = make_reconciler(world.settings())
+    try:
+        with captured() as logs:
+            reconciler.run_cycle()
+            for name in ("h1", "h2", "h3"):
+                world.admin.delete_deployment(deps[name]["id"])
+            reconciler.run_cycle()
+            assert len([x for x in logs.take() if "guard holds" in x]) == 1
+            approve(world, *(deps[n]["id"] for n in ("h1", "h2", "h3")))
+            report = reconciler.run_cycle()
+            assert report.exit_code() == 0 and not held(report)
+            assert folders(world) == {"h4"}  # no record: nothing stays held
+            assert not [x for x in logs.take() if "guard holds" in x or "approval" in x]
+            deps.update(create(world, "h5", "h6"))
+            reconciler.run_cycle()
+            for name in ("h4", "h5", "h6"):
+                world.admin.delete_deployment(deps[name]["id"])
+            report = reconciler.run_cycle()
+            assert set(held(report)) == {"h4", "h5", "h6"}
+            (line,) = [x for x in logs.take() if "guard holds" in x]
+            assert "3 deletion(s) of 3 deployments" in line
+    finally:
+        close()
