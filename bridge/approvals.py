@@ -96,4 +96,4 @@ def parse_approval(data: bytes) -> tuple[str, ...]:
 
 def safe_text(text: str) -> str:
     """Text from git (an author's name) made safe for one log line or trailer."""
-    return _CONTROL.sub("?", text).strip()
+    return _CONTROL.sub("?", text.strip())

@@ -388,7 +388,8 @@ def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) 
 @CONFIG_OPTION
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status(config_file: Path | None, output: str) -> None:
-    """Per deployment: revision wanted, commit that carries it, pushed or not, last error."""
+    """Per deployment: revision wanted, commit that carries it, pushed or not, last error;
+    then the deletions the mass-delete guard holds, by name and id, per target."""
     from bridge.running import read_status
     from bridge.statusing import collect_status, format_held, format_status_table, held_deletions
 
