@@ -325,9 +325,13 @@ def test_audit_catches_an_approved_by_the_approval_does_not_bear_out(world: Worl
     )
     git("commit", "-qm", forged, cwd=clone)
     git("push", "-q", "origin", "HEAD:main", cwd=clone)
+    # And someone edits the bridge's held record by hand (releasing c3 from the hold).
+    human = commit_file(world, HELD, f"deploymentIds: [{deps['c2']['id']}]\n", message="unhold")
     audit = run_audit(world.settings())
     (finding,) = [f for f in audit.findings if f.type == "trailer-mismatch"]
     assert "Approved-By" in finding.detail and "no test-cluster/agents/" in finding.detail
+    (drift,) = [f for f in audit.findings if f.type == "drift"]
+    assert drift.commit == human and drift.paths == [HELD]
 
 
 # --- approvals that do not count ----------------------------------------------
