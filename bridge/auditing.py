@@ -9,7 +9,12 @@ bridge uses) and walks every commit that touched the namespace folder:
   (plus the namespace kustomization and the README), its `Namespace` must be the
   target's, and the state file it wrote must carry the same `Deployment-Id`;
 - any other commit that touches an owned folder is **drift** (a human or
-  another tool edited what the bridge owns);
+  another tool edited what the bridge owns); an operator's approval file
+  (`.gitops-bridge/approve-delete`) is not owned: committing it is the
+  documented way to approve held deletions;
+- an approved deletion (`Approved-By`) must name the author of the commit that
+  last changed the approval file before it, and that file must list the
+  deployment; only such a deletion may remove the approval file;
 - signatures: with `--allowed-signers` (SSH) or an OpenPGP `git.signing` key,
   every bridge commit must carry a good signature *by the expected signer* —
   git accepts a trusted key under any name, so the principal (SSH) or key
@@ -27,9 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bridge.approvals import (
+    APPROVAL_FILE,
+    APPROVAL_FOLDER,
+    HELD_FILE,
+    ApprovalFileError,
+    parse_approval,
+    safe_text,
+)
 from bridge.commits import parse
 from bridge.config import Settings, Target
-from bridge.publishing.history import CommitRecord, list_files, read_file, read_history
+from bridge.publishing.history import (
+    CommitRecord,
+    last_author,
+    list_files,
+    read_file,
+    read_history,
+)
 from bridge.state import STATE_FILE, DeploymentState
 
 AUDIT_SCHEMA = 1
@@ -57,6 +76,7 @@ class Revision:
     time: str
     author: str
     signature: dict[str, Any]
+    approved_by: str | None = None  # Approved-By of an approved deletion
 
 
 @dataclass
@@ -101,6 +121,7 @@ class AuditReport:
                             "time": r.time,
                             "author": r.author,
                             "signature": r.signature,
+                            "approvedBy": r.approved_by,
                         }
                         for r in d.history
                     ],
@@ -152,8 +173,9 @@ class AuditReport:
             for r in d.history:
                 sig = r.signature
                 sig_text = sig["status"] + (f" by {sig['signer']}" if sig.get("signer") else "")
+                change = f"{r.kind} (approved by {_md(r.approved_by)})" if r.approved_by else r.kind
                 out.append(
-                    f"| {r.time} | {r.kind} | `{r.revision_id or '-'}` | {_md(r.image or '')} | "
+                    f"| {r.time} | {change} | `{r.revision_id or '-'}` | {_md(r.image or '')} | "
                     f"`{r.commit[:12]}` | {_md(r.author)} | {_md(sig_text)} |"
                 )
             out.append("")
@@ -232,6 +254,10 @@ def audit_target(
             return True
         if len(parts) == 3 and parts[1] == ns and parts[2] == "kustomization.yaml":
             return True
+        if len(parts) >= 3 and parts[1] == ns and parts[2] == APPROVAL_FOLDER:
+            # The operator's approval file is theirs to commit; the held record is
+            # the bridge's (a human edit of it is drift).
+            return True if "/".join(parts[2:]) == HELD_FILE else None
         if len(parts) >= 4 and parts[1] == ns and (target.cluster in (None, parts[0])):
             return (parts[0], parts[2])
         return None
@@ -275,6 +301,7 @@ def audit_target(
             )
         if parsed.name != wanted[1]:
             problems.append(f"subject names {parsed.name!r}, trailers {wanted[1]!r}")
+        problems += _approval_problems(git_dir, rec, parsed.kind, tr, base / wanted[0] / ns)
         state_path = str(base / wanted[0] / ns / wanted[1] / STATE_FILE)
         if parsed.kind != "delete":
             data = read_file(git_dir, rec.sha, state_path)
@@ -354,6 +381,7 @@ def audit_target(
                 time=rec.commit_time,
                 author=who,
                 signature=sig,
+                approved_by=parsed.approved_by,
             )
         )
     # What is deployed now: the state files at the head.
@@ -373,6 +401,39 @@ def audit_target(
         carried = [r for r in hist.history if r.kind != "delete"]
         hist.current_commit = carried[-1].commit if carried else None
     return list(deployments.values()), findings
+
+
+def _approval_problems(
+    git_dir: Path, rec: CommitRecord, kind: str, trailers: dict[str, str], ns_dir: PurePosixPath
+) -> list[str]:
+    """What is wrong with a bridge commit's approval: an `Approved-By` that the
+    approval file before it does not bear out, or an approval file removed or
+    changed by a commit that carries none."""
+    approval = str(ns_dir / APPROVAL_FILE)
+    approved_by = trailers.get("Approved-By")
+    if approved_by is None:
+        if approval in rec.paths:
+            return [f"changes {approval} but carries no Approved-By trailer"]
+        return []
+    parent = rec.parents[0] if rec.parents else None
+    data = read_file(git_dir, parent, approval) if parent else None
+    if parent is None or data is None:
+        return [f"Approved-By {approved_by!r} but there was no {approval} before it"]
+    try:
+        ids = parse_approval(data)
+    except ApprovalFileError as e:
+        return [f"Approved-By {approved_by!r} but {approval} before it {e}"]
+    problems = []
+    if trailers.get("Deployment-Id") not in ids:
+        problems.append(f"Approved-By {approved_by!r} but {approval} does not list the deployment")
+    last = last_author(git_dir, parent, approval)
+    who = f"{safe_text(last[1]) or '?'} <{safe_text(last[2]) or '?'}>" if last else None
+    if who != approved_by:
+        problems.append(
+            f"Approved-By {approved_by!r} but {approval} was last committed by {who} "
+            f"in {(last[0] if last else '?')[:12]}"
+        )
+    return problems
 
 
 def _state(data: bytes | None) -> DeploymentState | None:

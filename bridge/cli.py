@@ -312,7 +312,10 @@ def control_plane_serve(host: str, port: int, db: Path, api_key: str | None) -> 
 @click.option(
     "--allow-mass-delete",
     is_flag=True,
-    help="Allow a cycle to delete more than half of a target's deployments.",
+    help="Let this run delete what the mass-delete guard would hold (more than "
+    "policy.massDelete.fraction and at least policy.massDelete.min of a target's "
+    "deployments). For a one-off run; the lasting way is an approval commit "
+    "(.gitops-bridge/approve-delete, see README 'Failure modes').",
 )
 @click.pass_context
 def run(
@@ -343,7 +346,11 @@ def run(
 @cli.command()
 @CONFIG_OPTION
 @click.option("--color/--no-color", default=None, help="Colour the diff (default: on a TTY).")
-@click.option("--allow-mass-delete", is_flag=True, help="Show deletions the guard would refuse.")
+@click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Show the deletions the mass-delete guard would hold as if they were approved.",
+)
 def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) -> None:
     """One cycle that writes nothing: the per-deployment, per-resource diff it would commit."""
     from bridge.running import make_reconciler
@@ -381,15 +388,20 @@ def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) 
 @CONFIG_OPTION
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status(config_file: Path | None, output: str) -> None:
-    """Per deployment: revision wanted, commit that carries it, pushed or not, last error."""
-    from bridge.statusing import collect_status, format_status_table
+    """Per deployment: revision wanted, commit that carries it, pushed or not, last error;
+    then the deletions the mass-delete guard holds, by name and id, per target."""
+    from bridge.running import read_status
+    from bridge.statusing import collect_status, format_held, format_status_table, held_deletions
 
     settings = load(config_file)
     rows = collect_status(settings)
+    held = held_deletions(read_status(settings))
     if output == "json":
-        click.echo(json.dumps({"deployments": rows}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"deployments": rows, "held": held}, indent=2, sort_keys=True))
     else:
         click.echo(format_status_table(rows))
+        if held:
+            click.echo(format_held(held))
     if any(r.get("lastError") for r in rows):
         raise ExitCode(1)
 

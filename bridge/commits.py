@@ -6,7 +6,9 @@ Subjects:
     restore(<namespace>/<name>): undo manual edit
     rekey(<namespace>/<name>)
 Trailers, exactly these keys and in this order: Deployment-Id, Deployment-Name,
-Revision-Id, Listener-Id, Cluster, Namespace, Bridge-Version.
+Revision-Id, Listener-Id, Cluster, Namespace, Bridge-Version; and, only on a
+`delete` that the mass-delete guard held and an operator approved (issue #17),
+a last `Approved-By: Name <email>` naming the author of the approval commit.
 
 `parse` is the inverse used by `audit`, `status` and drift detection. Nothing
 secret ever goes into a message: only names, ids and the image reference.
@@ -28,6 +30,8 @@ TRAILER_KEYS = (
     "Namespace",
     "Bridge-Version",
 )
+# Optional, after the others: only on approved deletions (see bridge.approvals).
+APPROVED_BY = "Approved-By"
 _SUBJECT = re.compile(
     r"^(?P<kind>deploy|delete|restore|rekey)\((?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9-]+)\)"
     r"(?::\s(?P<rest>.*))?$"
@@ -48,6 +52,7 @@ class CommitInfo:
     bridge_version: str
     image: str | None = None
     body: str = ""
+    approved_by: str | None = None  # "Name <email>" of the approval commit's author
 
     def subject(self) -> str:
         where = f"{self.namespace}/{self.name}"
@@ -59,7 +64,7 @@ class CommitInfo:
         return f"{self.kind}({where})"
 
     def trailers(self) -> list[tuple[str, str]]:
-        return [
+        out = [
             ("Deployment-Id", self.deployment_id),
             ("Deployment-Name", self.name),
             ("Revision-Id", self.revision_id or "none"),
@@ -68,6 +73,11 @@ class CommitInfo:
             ("Namespace", self.namespace),
             ("Bridge-Version", self.bridge_version),
         ]
+        if self.approved_by is not None:
+            if self.kind != "delete":
+                raise ValueError("only a delete commit carries Approved-By")
+            out.append((APPROVED_BY, self.approved_by))
+        return out
 
     def message(self) -> str:
         for key, value in self.trailers():
@@ -101,6 +111,10 @@ class ParsedCommit:
         rev = self.trailers.get("Revision-Id")
         return None if rev in (None, "none") else rev
 
+    @property
+    def approved_by(self) -> str | None:
+        return self.trailers.get(APPROVED_BY)
+
 
 def parse(message: str) -> ParsedCommit | None:
     """The change a bridge commit message describes, or None if it is not one."""
@@ -125,10 +139,12 @@ def parse(message: str) -> ParsedCommit | None:
         paragraph.append(line)
     for line in reversed(paragraph):
         key, sep, value = line.partition(": ")
-        if sep and key in TRAILER_KEYS:
+        if sep and (key in TRAILER_KEYS or key == APPROVED_BY):
             trailers[key] = value
-    if set(trailers) != set(TRAILER_KEYS):
+    if set(trailers) - {APPROVED_BY} != set(TRAILER_KEYS):
         return None
+    if APPROVED_BY in trailers and m["kind"] != "delete":
+        return None  # the bridge never writes that: not one of its commits
     return ParsedCommit(
         kind=m["kind"],  # type: ignore[arg-type]
         namespace=m["namespace"],

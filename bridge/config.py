@@ -101,6 +101,11 @@ class PolicySettings:
     max_replicas: int | None = None
     max_cpu: float | None = None
     max_memory_mb: int | None = None
+    # The mass-delete guard holds a cycle's deletions of a target when they are
+    # more than this fraction of its deployments AND at least `mass_delete_min`
+    # of them: a team with one or two agents per namespace can still delete one.
+    mass_delete_fraction: float = 0.5
+    mass_delete_min: int = 3
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,7 @@ SCHEMA: dict[str, Any] = {
         "maxReplicas": ("int", None),
         "maxCpu": ("float", None),
         "maxMemoryMb": ("int", None),
+        "massDelete": {"fraction": ("float", 0.5), "min": ("int", 3)},
     },
     "secrets": {
         "provider": ("str", "none"),
@@ -512,6 +518,8 @@ def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) 
         max_replicas=_positive(reader, "policy.maxReplicas", v("policy.maxReplicas")),
         max_cpu=_positive(reader, "policy.maxCpu", v("policy.maxCpu")),
         max_memory_mb=_positive(reader, "policy.maxMemoryMb", v("policy.maxMemoryMb")),
+        mass_delete_fraction=_mass_delete_fraction(reader),
+        mass_delete_min=_mass_delete_min(reader),
     )
 
     provider = v("secrets.provider")
@@ -602,6 +610,24 @@ def _positive(reader: _Reader, path: str, value: Any) -> Any:
     if value is not None and value <= 0:
         raise reader.error(path, value, "a positive number or null")
     return value
+
+
+def _mass_delete_fraction(reader: _Reader) -> float:
+    path = "policy.massDelete.fraction"
+    value = _value(reader, path)
+    if not 0 < value <= 1:
+        # The value as written (an integer 0 stays "0", not "0.0").
+        shown = _get(reader.raw, path)
+        raise reader.error(path, shown, "a number greater than 0 and at most 1 (e.g. 0.5)")
+    return float(value)
+
+
+def _mass_delete_min(reader: _Reader) -> int:
+    path = "policy.massDelete.min"
+    value = _value(reader, path)
+    if value < 1:
+        raise reader.error(path, value, "an integer of at least 1")
+    return int(value)
 
 
 def _secret_ref(reader: _Reader, path: str) -> SecretKeyRef:

@@ -141,9 +141,5 @@ class PolicyViolation(DeploymentError):
         self.revision_id = revision_id
 
 
-class MassDeleteRefused(BridgeError):
-    """A cycle would delete more than half of a target's deployments."""
-
-
 class SecretsConfigError(ConfigError):
     pass

@@ -61,6 +61,12 @@ class Metrics:
             ["target", "deployment", "kind"],
             registry=r,
         )
+        self.deletions_held = Gauge(
+            "gitops_bridge_deletions_held",
+            "Deletions the mass-delete guard holds for approval, per target.",
+            ["target"],
+            registry=r,
+        )
         self.failing_unlabelled = Gauge(
             "gitops_bridge_deployments_failing_unlabelled",
             f"Failing deployments beyond the first {MAX_DEPLOYMENT_SERIES} series.",
@@ -104,6 +110,10 @@ class Metrics:
                 self.deployment_failing.labels(*series).set(1)
             self._failing = set(labelled)
             self.failing_unlabelled.set(len(failing) - len(labelled))
+            for t in report.targets:
+                # None: the target was not planned (git failed); keep what is known.
+                if getattr(t, "held", None) is not None:
+                    self.deletions_held.labels(target=t.target.namespace).set(len(t.held))
             if not any(t.error for t in report.targets):
                 import time
 

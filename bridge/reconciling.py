@@ -12,10 +12,13 @@ Guarantees kept here:
 - A deployment that cannot be reconciled (malformed, policy, secrets,
   validation) is reported by name and id and keeps its last good commit; the
   others go on.
-- Deletions only from a complete listing, never more than half of a
-  target's deployments without `allow_mass_delete`, and only of deployments
-  the control plane confirms are gone (`confirm_gone`): offset paging can
-  skip a record without any sign.
+- Deletions only from a complete listing, and only of deployments the
+  control plane confirms are gone (`confirm_gone`): offset paging can skip a
+  record without any sign. A second line, the mass-delete guard: more than
+  `policy.massDelete.fraction` of a target's deployments and at least
+  `policy.massDelete.min` of them are held (not deleted, reported) until an
+  operator approves them by a commit (bridge.approvals) or runs once with
+  `allow_mass_delete`; deploys of the target go on meanwhile.
 - A rejected push: fetch, recompute on the new head, retry with jittered
   backoff; never force. Plans and validations are reused within a cycle, so
   a retry's fetch-to-push window stays short.
@@ -38,6 +41,15 @@ from pathlib import PurePosixPath
 from typing import Literal, Protocol
 
 from bridge import RENDER_SCHEMA, __version__
+from bridge.approvals import (
+    APPROVAL_KEY,
+    HELD_FILE,
+    ApprovalFileError,
+    approval_path,
+    held_record,
+    parse_approval,
+    safe_text,
+)
 from bridge.commits import CommitInfo
 from bridge.config import Settings, Target
 from bridge.errors import (
@@ -47,7 +59,6 @@ from bridge.errors import (
     GitError,
     HistoryRewritten,
     LocalCloneBroken,
-    MassDeleteRefused,
     PushRejected,
     SecretsError,
 )
@@ -138,6 +149,9 @@ class TargetResult:
     commits: int = 0
     head: str | None = None
     error: BridgeError | None = None
+    # Deletions the mass-delete guard holds, as (id, name); None: not planned.
+    held: list[tuple[str, str]] | None = None
+    approval_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -170,6 +184,31 @@ class Change:
     write: dict[str, bytes]
     delete: list[str]
     outcome: Outcome
+
+
+@dataclass(frozen=True)
+class _Approval:
+    """An operator's approval file at the target's head, and who committed it."""
+
+    path: str
+    ids: tuple[str, ...]
+    commit: str
+    author: str  # "Name <email>" of the commit that last changed the file
+
+
+@dataclass
+class _Guard:
+    """What the mass-delete guard decided for one target in one cycle."""
+
+    deletable: list[str]  # ids to delete (still to be confirmed gone per id)
+    held: list[str] = field(default_factory=list)
+    held_outcomes: list[Outcome] = field(default_factory=list)
+    approval: _Approval | None = None
+    approved: frozenset[str] = frozenset()  # held ids the approval lets go
+    finishing: frozenset[str] = frozenset()  # ids whose last deletion carries finish_*
+    finish_write: dict[str, bytes] = field(default_factory=dict)
+    finish_delete: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # approval problems, for the log
 
 
 @dataclass
@@ -241,6 +280,10 @@ class Reconciler:
         self._validated: dict[tuple[str, str], list[str]] = {}
         self._sealer: Sealer | None = None
         self._sealer_loaded = False
+        # What was last logged per (target or topic, kind), to log once per change.
+        self._said: dict[tuple[str, str], object] = {}
+        # Target key -> the guard's decision of its last plan this cycle.
+        self._guards: dict[str, _Guard] = {}
 
     # -- public ---------------------------------------------------------------
 
@@ -274,14 +317,13 @@ class Reconciler:
         # Deployments whose namespace has a malformed record count as present:
         # a parse failure must never look like a deletion.
         unparsed_ids = {e.deployment_id for e in invalid}
-        for namespace in sorted(by_namespace):
-            if self.settings.target_for(namespace) is None:
-                message = (
-                    f"namespace {namespace or '<none>'!r} has {len(by_namespace[namespace])} "
-                    "deployment(s) but no target in the config; skipped (add a target for it)"
-                )
-                report.warnings.append(message)
-                log.warning("%s", message, extra={"namespace": namespace})
+        unmanaged = unmanaged_messages(listener, by_namespace, self.settings)
+        report.warnings.extend(unmanaged)
+        # Once per change of the set, not every cycle: a standing condition that
+        # is logged every 15 s buries everything else.
+        if self._changed(("listener", "unmanaged"), tuple(unmanaged)):
+            for message in unmanaged:
+                log.warning("%s", message, extra={"event": "unmanaged"})
         owned = [t for t in self.settings.targets if shard_owns(t, self.shard)]
         # Every target's first sync (a fetch: a network round trip to its remote)
         # runs ahead in a few threads while targets are planned and committed one
@@ -388,6 +430,11 @@ class Reconciler:
             outcomes, changes = self._plan_target(
                 repo, target, listener, deployments, unparsed_ids, result.head
             )
+            guard = self._guards.get(target.key)
+            if guard is not None:
+                held_names = {o.deployment_id: o.name for o in guard.held_outcomes}
+                result.held = [(i, held_names[i]) for i in guard.held]
+                result.approval_notes = list(guard.notes)
             if self.dry_run or not changes:
                 return outcomes
             if self.settings.git.signing is not None:
@@ -486,31 +533,19 @@ class Reconciler:
             (dep_id for dep_id in existing if dep_id not in listed_ids),
             key=lambda i: existing[i].folder,
         )
-        refused_delete = False
-        if to_delete and len(to_delete) * 2 > len(existing) and not self.allow_mass_delete:
-            which = ", ".join(f"{existing[i].state.deployment_name} ({i})" for i in to_delete)
-            error = MassDeleteRefused(
-                f"target {target.namespace} ({target.repo}): this cycle would delete "
-                f"{len(to_delete)} of {len(existing)} deployments: {which}",
-                hint="if that is intended, run again with --allow-mass-delete; "
-                "an empty or shrunken listing may also mean the control plane is misbehaving",
-            )
-            log.error("%s", error, extra={"target": target.namespace})
-            refused_delete = True
-            for dep_id in to_delete:
-                outcomes.append(
-                    Outcome(
-                        target=target.namespace,
-                        namespace=target.namespace,
-                        deployment_id=dep_id,
-                        name=existing[dep_id].state.deployment_name,
-                        action="refused",
-                        error=str(error),
-                    )
-                )
-
-        if to_delete and not refused_delete and self.confirm_gone is not None:
+        guard = self._guard(repo, target, tree, ns_dir, to_delete, existing, listed_ids)
+        outcomes.extend(guard.held_outcomes)
+        to_delete = guard.deletable
+        if to_delete and self.confirm_gone is not None:
             to_delete = self._confirmed_gone(target, to_delete, existing)
+        if guard.approval is not None:
+            self._note_approval_result(target, guard, to_delete, existing)
+        self._guards[target.key] = guard
+        if self._changed((target.key, "approval-notes"), tuple(guard.notes)):
+            for note in guard.notes:
+                log.warning(
+                    "target %s: %s", target.namespace, note, extra={"target": target.namespace}
+                )
 
         # The folder set after this cycle, for the namespace kustomization, and the
         # blob ids of the shared files as they will be after each commit, so that
@@ -665,43 +700,242 @@ class Reconciler:
                 )
             )
 
-        if not refused_delete:
-            for dep_id in to_delete:
-                old = existing[dep_id]
-                outcome = Outcome(
+        # The approval file and the held record change in the commit of the last
+        # deletion they concern (one per deployment, SPEC §6; no commit of its own).
+        last_finishing = max(
+            (n for n, i in enumerate(to_delete) if i in guard.finishing), default=-1
+        )
+        for position, dep_id in enumerate(to_delete):
+            old = existing[dep_id]
+            outcome = Outcome(
+                target=target.namespace,
+                namespace=target.namespace,
+                deployment_id=dep_id,
+                name=old.state.deployment_name,
+                action="deleted",
+                revision_id=old.state.revision_id,
+            )
+            outcomes.append(outcome)
+            current_folders.discard(old.folder)
+            write = shared_files(current_folders)
+            delete = [f"{ns_dir}/{old.folder}"]
+            approval = guard.approval if dep_id in guard.approved else None
+            if position == last_finishing:
+                write.update(guard.finish_write)
+                delete.extend(guard.finish_delete)
+            if self.dry_run:
+                outcome.action = "would-change"
+                outcome.diff = self._diff(repo, tree, write, delete, "delete")
+                continue
+            changes.append(
+                Change(
+                    info=CommitInfo(
+                        kind="delete",
+                        namespace=target.namespace,
+                        name=old.folder,
+                        deployment_id=dep_id,
+                        revision_id=old.state.revision_id,
+                        listener_id=listener.id,
+                        cluster=cluster,
+                        bridge_version=__version__,
+                        approved_by=approval.author if approval is not None else None,
+                        body=(
+                            f"Held by the mass-delete guard; approved in commit {approval.commit} "
+                            f"({approval.path})."
+                            if approval is not None
+                            else ""
+                        ),
+                    ),
+                    write=write,
+                    delete=delete,
+                    outcome=outcome,
+                )
+            )
+        return outcomes, changes
+
+    def _guard(
+        self,
+        repo: Repo,
+        target: Target,
+        tree: Mapping[str, str],
+        ns_dir: str,
+        candidates: list[str],
+        existing: dict[str, _Existing],
+        listed_ids: Collection[str],
+    ) -> _Guard:
+        """The mass-delete guard, approvals and the held record for one target.
+
+        Held: every candidate when they are more than `massDelete.fraction` of
+        the target's deployments and at least `massDelete.min` of them, plus any
+        candidate the held record (written when an approval let only part of
+        them go) still names. An approval lets go exactly the held ids it lists;
+        the rest stay held. `--allow-mass-delete` lets everything go, once."""
+        policy = self.settings.policy
+        record_path = f"{ns_dir}/{HELD_FILE}"
+        approval_file = approval_path(ns_dir)
+        notes: list[str] = []
+        recorded: set[str] = set()
+        record_blob = tree.get(record_path)
+        if record_blob is not None:
+            try:
+                recorded = set(parse_approval(repo.read_blob(record_blob)))
+            except ApprovalFileError as e:
+                # Someone broke the bridge's record: hold everything, the safe reading.
+                notes.append(f"the held-deletion record {record_path} {e}; every deletion held")
+                recorded = set(candidates)
+        if self.allow_mass_delete:
+            self._changed((target.key, "held"), ())
+            guard = _Guard(deletable=list(candidates), notes=notes)
+            if record_blob is not None and candidates:
+                guard.finishing = frozenset(candidates)
+                guard.finish_delete = [record_path]
+            return guard
+        trips = len(candidates) >= policy.mass_delete_min and len(
+            candidates
+        ) > policy.mass_delete_fraction * len(existing)
+        guarded = list(candidates) if trips else [i for i in candidates if i in recorded]
+        if not guarded:
+            self._changed((target.key, "held"), ())  # so that a new hold is logged again
+            if approval_file in tree:
+                notes.append(
+                    f"approval file {approval_file} is present but no deletion of this target "
+                    "is held; it is ignored and kept (remove it)"
+                )
+            return _Guard(deletable=list(candidates), notes=notes)
+        approval = self._read_approval(repo, tree, approval_file, notes)
+        approved: frozenset[str] = frozenset()
+        if approval is not None:
+            approved = frozenset(i for i in guarded if i in approval.ids)
+            for dep_id in approval.ids:
+                if dep_id in approved:
+                    continue
+                if dep_id in listed_ids:
+                    known = existing.get(dep_id)
+                    name = known.state.deployment_name if known is not None else "?"
+                    notes.append(
+                        f"approval in {approval_file} (commit {approval.commit[:12]}) names "
+                        f"deployment {name!r} ({dep_id}), which the control plane lists "
+                        "again: ignored, it is not deleted"
+                    )
+                elif dep_id in candidates:
+                    notes.append(
+                        f"approval in {approval_file} (commit {approval.commit[:12]}) names "
+                        f"deployment {existing[dep_id].state.deployment_name!r} ({dep_id}), "
+                        "whose deletion the guard does not hold: it needs no approval"
+                    )
+                else:
+                    notes.append(
+                        f"approval in {approval_file} (commit {approval.commit[:12]}) names "
+                        f"{dep_id}, which is not a held deletion of target {target.namespace}: "
+                        "ignored"
+                    )
+            if not approved:
+                notes.append(
+                    f"approval file {approval_file} approves none of the held deletions; "
+                    "it is kept (fix or remove it)"
+                )
+        held = [i for i in guarded if i not in approved]
+        guard = _Guard(
+            deletable=[i for i in candidates if i not in guarded or i in approved],
+            held=held,
+            approval=approval if approved else None,
+            approved=approved,
+            notes=notes,
+        )
+        if approved and approval is not None:
+            guard.finishing = approved
+            guard.finish_delete = [approval.path]
+            if held:
+                guard.finish_write = {record_path: held_record(held)}
+            elif record_blob is not None:
+                guard.finish_delete.append(record_path)
+        hint = (
+            f"approve by committing {approval_file} on branch {target.branch} with "
+            f"`{APPROVAL_KEY}: [<id>, ...]`, or run once with --allow-mass-delete; an empty or "
+            "shrunken listing may also mean the control plane is misbehaving"
+        )
+        for dep_id in held:
+            guard.held_outcomes.append(
+                Outcome(
                     target=target.namespace,
                     namespace=target.namespace,
                     deployment_id=dep_id,
-                    name=old.state.deployment_name,
-                    action="deleted",
-                    revision_id=old.state.revision_id,
+                    name=existing[dep_id].state.deployment_name,
+                    action="refused",
+                    error=(
+                        f"deletion held by the mass-delete guard ({len(guarded)} of "
+                        f"{len(existing)} deployments of target {target.namespace} would go; "
+                        f"{hint})"
+                    ),
                 )
-                outcomes.append(outcome)
-                current_folders.discard(old.folder)
-                write = shared_files(current_folders)
-                delete = [f"{ns_dir}/{old.folder}"]
-                if self.dry_run:
-                    outcome.action = "would-change"
-                    outcome.diff = self._diff(repo, tree, write, delete, "delete")
-                    continue
-                changes.append(
-                    Change(
-                        info=CommitInfo(
-                            kind="delete",
-                            namespace=target.namespace,
-                            name=old.folder,
-                            deployment_id=dep_id,
-                            revision_id=old.state.revision_id,
-                            listener_id=listener.id,
-                            cluster=cluster,
-                            bridge_version=__version__,
-                        ),
-                        write=write,
-                        delete=delete,
-                        outcome=outcome,
-                    )
+            )
+        if self._changed((target.key, "held"), tuple(held)) and held:
+            which = ", ".join(f"{existing[i].state.deployment_name} ({i})" for i in held)
+            log.error(
+                "target %s (%s): the mass-delete guard holds %d deletion(s) of %d deployments "
+                "(more than %g%% and at least %d, or held before): %s; none of them is "
+                "deleted until approved (%s)",
+                target.namespace,
+                target.repo,
+                len(held),
+                len(existing),
+                policy.mass_delete_fraction * 100,
+                policy.mass_delete_min,
+                which,
+                hint,
+                extra={"target": target.namespace, "event": "deletions-held"},
+            )
+        return guard
+
+    def _read_approval(
+        self, repo: Repo, tree: Mapping[str, str], path: str, notes: list[str]
+    ) -> _Approval | None:
+        """The approval file at `path` (only there: one elsewhere approves nothing)."""
+        blob = tree.get(path)
+        if blob is None:
+            return None
+        last = repo.last_commit_for(path)
+        if last is None:  # pragma: no cover - a file at the head has a commit
+            return None
+        sha, name, email, _subject = last
+        author = f"{safe_text(name) or '?'} <{safe_text(email) or '?'}>"
+        try:
+            ids = parse_approval(repo.read_blob(blob))
+        except ApprovalFileError as e:
+            notes.append(
+                f"approval file {path} (commit {sha[:12]} by {author}) {e}; "
+                "nothing is deleted on its word"
+            )
+            return None
+        return _Approval(path=path, ids=ids, commit=sha, author=author)
+
+    def _note_approval_result(
+        self,
+        target: Target,
+        guard: _Guard,
+        deleting: Collection[str],
+        existing: dict[str, _Existing],
+    ) -> None:
+        """Approved ids the control plane still has are not deleted: say so."""
+        for dep_id in sorted(guard.approved):
+            if dep_id not in deleting:
+                guard.notes.append(
+                    f"approved deletion of {existing[dep_id].state.deployment_name!r} "
+                    f"({dep_id}) is not made: the control plane does not confirm it is gone"
                 )
-        return outcomes, changes
+        if guard.approval is not None and not any(i in guard.approved for i in deleting):
+            guard.notes.append(
+                f"approval file {guard.approval.path} is kept: none of its deletions was made "
+                "this cycle"
+            )
+
+    def _changed(self, key: tuple[str, str], value: object) -> bool:
+        """Whether `value` differs from what was last said under `key` (then remembered):
+        held deletions and unmanaged deployments are logged once per change."""
+        if self._said.get(key) == value:
+            return False
+        self._said[key] = value
+        return True
 
     def _confirmed_gone(
         self, target: Target, to_delete: list[str], existing: dict[str, _Existing]
@@ -1080,6 +1314,33 @@ class Reconciler:
             for p in removed:
                 chunks.append(f"- {p} (deleted)\n")
         return "".join(chunks)
+
+
+def unmanaged_messages(
+    listener: Listener, by_namespace: Mapping[str, Sequence[Deployment]], settings: Settings
+) -> list[str]:
+    """One message per namespace whose deployments the bridge will not manage,
+    naming each deployment and id, with advice that can actually help."""
+    messages = []
+    allowed = ", ".join(repr(n) for n in sorted(listener.namespaces)) or "none"
+    for namespace in sorted(by_namespace):
+        if settings.target_for(namespace) is not None:
+            continue
+        deps = sorted(by_namespace[namespace], key=lambda d: (d.name, d.id))
+        which = ", ".join(f"{d.name!r} ({d.id})" for d in deps)
+        shown = repr(namespace) if namespace else "<none>"
+        if namespace not in listener.namespaces:
+            messages.append(
+                f"deployment(s) {which} in namespace {shown}, which is not one of the "
+                f"listener's namespaces ({allowed}): not managed (move them to one of those "
+                "namespaces in LangSmith, or add the namespace to the listener)"
+            )
+        else:
+            messages.append(
+                f"deployment(s) {which} in namespace {shown} of the listener have no target "
+                f"in the config: skipped (add a target for namespace {shown})"
+            )
+    return messages
 
 
 def invalid_as_failed(errors: Iterable[DeploymentError]) -> list[Outcome]:

@@ -360,6 +360,11 @@ def write_status(settings: Settings, report: CycleReport, finished: float) -> No
                 "pushed": t.pushed,
                 "commits": t.commits,
                 "error": str(t.error) if t.error else None,
+                # Deletions the mass-delete guard holds (null: not planned this cycle).
+                "heldDeletions": None
+                if t.held is None
+                else [{"id": i, "name": n} for i, n in t.held],
+                "approvalNotes": t.approval_notes,
             }
             for t in report.targets
         ],

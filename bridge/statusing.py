@@ -28,6 +28,7 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
         for o in last.get("outcomes", [])
         if isinstance(o, dict) and o.get("deployment_id")
     }
+    held_ids = {h["id"] for t in held_deletions(last) for h in t["heldDeletions"]}
     rows: list[dict[str, Any]] = []
     wanted = {d.id: d for d in listing.deployments}
     seen: set[str] = set()
@@ -76,12 +77,19 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
                         and committed_rev == wanted_rev,
                         "inControlPlane": dep is not None,
                         "lastError": last_errors.get(dep_id),
+                        "deletionHeld": dep_id in held_ids,
                     }
                 )
         finally:
             repo.close()
+    namespaces = set(listing.listener.namespaces)
     for dep in listing.deployments:
         if dep.id not in seen:
+            unmanaged = (
+                f"namespace {dep.namespace!r} is not one of the listener's namespaces"
+                if dep.namespace not in namespaces
+                else f"no target configured for namespace {dep.namespace!r} (add a target)"
+            )
             rows.append(
                 {
                     "id": dep.id,
@@ -94,8 +102,8 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
                     "commit": None,
                     "pushed": False,
                     "inControlPlane": True,
-                    "lastError": last_errors.get(dep.id)
-                    or f"no target configured for namespace {dep.namespace!r}",
+                    "lastError": last_errors.get(dep.id) or unmanaged,
+                    "deletionHeld": False,
                 }
             )
     for error in listing.invalid:
@@ -112,9 +120,48 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
                 "pushed": False,
                 "inControlPlane": True,
                 "lastError": str(error),
+                "deletionHeld": False,
             }
         )
     return sorted(rows, key=lambda r: (r["namespace"] or "", r["name"] or "", r["id"]))
+
+
+def held_deletions(last: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per target of the last `run` cycle: the deletions the mass-delete guard holds
+    and what it said about approval files (`status.json`, written by `run`)."""
+    out = []
+    for t in last.get("targets", []):
+        if not isinstance(t, dict):
+            continue
+        held = t.get("heldDeletions") or []
+        notes = t.get("approvalNotes") or []
+        if held or notes:
+            out.append(
+                {
+                    "namespace": t.get("namespace"),
+                    "repo": t.get("repo"),
+                    "branch": t.get("branch"),
+                    "heldDeletions": [h for h in held if isinstance(h, dict) and "id" in h],
+                    "approvalNotes": [str(n) for n in notes],
+                }
+            )
+    return out
+
+
+def format_held(targets: list[dict[str, Any]]) -> str:
+    """Lines for `status` (table): held deletions by name and id, approval problems."""
+    lines = []
+    for t in targets:
+        held = t["heldDeletions"]
+        if held:
+            which = ", ".join(f"{h.get('name')} ({h['id']})" for h in held)
+            lines.append(
+                f"target {t['namespace']}: {len(held)} deletion(s) held by the mass-delete "
+                f"guard: {which}; approve them in .gitops-bridge/approve-delete of the "
+                f"namespace folder on branch {t['branch']}, or run once with --allow-mass-delete"
+            )
+        lines.extend(f"target {t['namespace']}: {note}" for note in t["approvalNotes"])
+    return "\n".join(lines)
 
 
 def format_status_table(rows: list[dict[str, Any]]) -> str:

@@ -111,3 +111,66 @@ def test_cli_exits_2_and_never_prints_the_key(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "controlPlane.pollInterval" in done.stderr and "-5" in done.stderr
     assert API_KEY not in done.stdout + done.stderr
+
+
+# --- policy.massDelete (issue #17) ---------------------------------------------
+
+
+def test_mass_delete_guard_defaults_and_env_overrides(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, base()), env=ENV)
+    assert (s.policy.mass_delete_fraction, s.policy.mass_delete_min) == (0.5, 3)
+    env = {
+        **ENV,
+        "BRIDGE_POLICY_MASS_DELETE_FRACTION": "1",
+        "BRIDGE_POLICY_MASS_DELETE_MIN": "10",
+    }
+    s = load_settings(write(tmp_path, base()), env=env)
+    assert (s.policy.mass_delete_fraction, s.policy.mass_delete_min) == (1.0, 10)
+    doc = merge(base(), {"policy": {"massDelete": {"fraction": 0.25, "min": 1}}})
+    s = load_settings(write(tmp_path, doc), env=ENV)
+    assert (s.policy.mass_delete_fraction, s.policy.mass_delete_min) == (0.25, 1)
+
+
+MASS_DELETE_INVALID = [
+    ("policy.massDelete.fraction", 0, "0"),
+    ("policy.massDelete.fraction", -0.5, "-0.5"),
+    ("policy.massDelete.fraction", 1.5, "1.5"),
+    ("policy.massDelete.fraction", "half", "'half'"),
+    ("policy.massDelete.fraction", True, "True"),
+    ("policy.massDelete.min", 0, "0"),
+    ("policy.massDelete.min", -3, "-3"),
+    ("policy.massDelete.min", 2.5, "2.5"),
+    ("policy.massDelete.min", "three", "'three'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    MASS_DELETE_INVALID,
+    ids=[f"{k}={v!r}" for k, v, _ in MASS_DELETE_INVALID],
+)
+def test_mass_delete_keys_are_validated(tmp_path: Path, key: str, value: Any, shown: str) -> None:
+    leaf = key.rsplit(".", 1)[1]
+    path = write(tmp_path, merge(base(), {"policy": {"massDelete": {leaf: value}}}))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env=ENV)
+    text = str(info.value)
+    assert f"`{key}` has value {shown};" in text
+    assert "allowed: " in text
+    assert ("a number" if leaf == "fraction" else "an integer") in text
+    assert info.value.exit_code == 2
+
+
+def test_mass_delete_env_value_is_validated_and_the_cli_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "deployments", "--config", str(write(tmp_path, base()))],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **ENV, "BRIDGE_POLICY_MASS_DELETE_FRACTION": "2"},
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "`policy.massDelete.fraction` has value 2" in done.stderr
+    assert "BRIDGE_POLICY_MASS_DELETE_FRACTION" in done.stderr
+    assert "at most 1" in done.stderr
+    assert API_KEY not in done.stdout + done.stderr

@@ -316,12 +316,17 @@ class ControlPlaneClient:
                 continue
             self._refuse_4xx("GET", reply)
             raw = reply.data
-            if not isinstance(raw, Mapping):
+            # A 200 that is not this very deployment (an empty page, another record)
+            # proves nothing: for a target with one or two deployments this answer
+            # is the only thing between a misbehaving control plane and a deletion.
+            answered = raw.get("id") if isinstance(raw, Mapping) else None
+            if not isinstance(answered, str) or answered.lower() != dep_id.lower():
                 raise self._error(
                     ControlPlaneError,
-                    f"GET {reply.url}: the answer is not a deployment",
+                    f"GET {reply.url}: the answer is not deployment {dep_id}",
                     hint="the control plane sends malformed answers; nothing is deleted this cycle",
                 )
+            assert isinstance(raw, Mapping)
             if raw.get("status") == "AWAITING_DELETE" or _claims(raw, self._listener_id) is False:
                 gone.add(dep_id)
         return gone

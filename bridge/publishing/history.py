@@ -130,3 +130,14 @@ def list_files(git_dir: Path, rev: str, prefix: str = "") -> list[str]:
         args += ["--", prefix.rstrip("/") + "/"]
     out = _git(git_dir, *args)
     return [p.decode("utf-8", "replace") for p in out.split(b"\x00") if p]
+
+
+def last_author(git_dir: Path, rev: str, path: str) -> tuple[str, str, str] | None:
+    """(sha, author name, author email) of the last commit up to `rev` that changed
+    `path`, or None when no commit did."""
+    out = _git(git_dir, "log", "-1", "--format=%H%x00%an%x00%ae", rev, "--", path)
+    text = out.decode("utf-8", "replace").strip("\n")
+    if not text:
+        return None
+    sha, name, email = text.split("\0", 2)
+    return sha, name, email

