@@ -15,6 +15,8 @@ import yaml
 from bridge.config import RenderSettings, load_settings
 from bridge.errors import ConfigError
 
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
+
 API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 ENV = {"LANGSMITH_API_KEY": API_KEY, "GITOPS_BRIDGE_KEY": "k" * 64}
 LISTENER = "6f9619ff-8b86-d011-b42d-00c04fc964ff"

@@ -19,6 +19,8 @@ from bridge.rendering.validation import check_roots, validate_roots
 from bridge.schemas import default_schema_dir
 from tests.rendering.support import CASES, load_case, render_case, write_plain
 
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
+
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "case.json").is_file())
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 

@@ -244,6 +244,7 @@ SAMPLES = [
 TRICKY = {r"^a$", r"[$]", r"[]$]", r"[^]$]x", r"\\$", r"\$", r"^(a|b$)"}
 
 
+@pytest.mark.quick
 def test_patterns_mean_the_same(crd_schema_dir: Path) -> None:
     """Tricky patterns, the core schemas' and those of the hand-made CRDs (there in
     every checkout), over strings at the edges of `$`."""
@@ -252,6 +253,7 @@ def test_patterns_mean_the_same(crd_schema_dir: Path) -> None:
     _assert_same_meaning(patterns | TRICKY)
 
 
+@pytest.mark.quick
 def test_shared_schema_patterns_mean_the_same() -> None:
     """The same for every pattern of the real CRD schemas in ../shared/schemas."""
     schema_dir = default_schema_dir()
@@ -280,6 +282,7 @@ def _assert_same_meaning(patterns: set[str]) -> None:
             assert fast_ok == bool(re.search(pattern, sample)), (pattern, sample)
 
 
+@pytest.mark.quick
 def test_kinds_the_fast_path_cannot_trust_fall_back_to_jsonschema() -> None:
     """A keyword whose meaning could differ (here `uniqueItems`) means no fast path;
     the object is still checked, by jsonschema."""
@@ -293,6 +296,7 @@ def test_kinds_the_fast_path_cannot_trust_fall_back_to_jsonschema() -> None:
     assert kind.errors({"a": [1, 2]}) == ()
 
 
+@pytest.mark.quick
 def test_a_draft_4_schema_has_no_fast_path() -> None:
     """Draft 4 (jsonschema) refuses 1.0 as an integer; draft 7 (fastjsonschema) takes it."""
     schema = {
