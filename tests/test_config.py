@@ -108,8 +108,8 @@ def test_render_schema_dir_must_be_an_existing_directory(tmp_path: Path) -> None
     a_file = tmp_path / "bridge.yaml"
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, base()), env={**ENV, "BRIDGE_RENDER_SCHEMA_DIR": str(a_file)})
-    assert f"`render.schemaDir` has value '{a_file}'" in str(info.value)
-    assert "is not a directory" in str(info.value)
+    assert "`render.schemaDir` has value '" in str(info.value)  # shortened past 80 chars
+    assert f"{a_file} is not a directory" in str(info.value)  # the whole path, always
     assert "gitops-bridge schemas import" in str(info.value)
     assert "BRIDGE_RENDER_SCHEMA_DIR" in str(info.value)
     # Every state file's input digest holds repr(RenderSettings): where the schemas

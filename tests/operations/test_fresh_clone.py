@@ -93,5 +93,5 @@ def test_a_fresh_clone_passes_its_quick_tests_alone(tmp_path: Path) -> None:
     assert "failed" not in summary and "error" not in summary, output
     passed = re.search(r"(\d+) passed", summary)
     # A floor, so that losing the marker from most tests cannot pass unnoticed.
-    assert passed is not None and int(passed.group(1)) >= 200, summary
+    assert passed is not None and int(passed.group(1)) >= 150, summary
     assert took < 60, f"the quick tests took {took:.0f} s in the clone: keep them quick"
