@@ -188,35 +188,52 @@ def render(
     click.echo(f"build it: kubectl kustomize {folder}")
 
 
+SCHEMA_DIR_ENV = "BRIDGE_RENDER_SCHEMA_DIR"  # the same variable as render.schemaDir's
+
+
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--kubernetes-version", default=None, help="Schema version (default: 1.33).")
-def validate(directory: Path, kubernetes_version: str | None) -> None:
+@click.option(
+    "--schema-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    envvar=SCHEMA_DIR_ENV,
+    default=None,
+    help="JSON schemas of custom resources, <group>/<kind>_<version>.json (made by "
+    f"`schemas import`; default: ${SCHEMA_DIR_ENV}, then $K8S_SCHEMA_DIR, then "
+    "../shared/schemas).",
+)
+@click.option(
+    "--require-schemas",
+    is_flag=True,
+    help="Fail (exit 1) when an object has no schema to check it against.",
+)
+def validate(
+    directory: Path, kubernetes_version: str | None, schema_dir: Path | None, require_schemas: bool
+) -> None:
     """kustomize build + schema validation of every root in a rendered tree."""
     from bridge.rendering.validation import check_roots, find_roots, shutdown_workers
-    from bridge.schemas import DEFAULT_KUBERNETES_VERSION, default_schema_dir
+    from bridge.schemas import DEFAULT_KUBERNETES_VERSION, find_schema_dir
 
     roots = find_roots(directory)
     if not roots:
         raise ConfigError(f"{directory} holds no kustomization.yaml")
-    schema_dir = default_schema_dir()
-    if schema_dir is None:
-        click.echo(
-            "note: no schema folder for custom resources (set K8S_SCHEMA_DIR); "
-            "KEDA/Gateway/SealedSecret objects are reported as unchecked",
-            err=True,
-        )
+    found, origin = find_schema_dir(schema_dir)
+    if found is not None:
+        via = "--schema-dir" if schema_dir is not None else origin
+        click.echo(f"custom resources: schemas from {found} ({via})", err=True)
     # The reconciler's path: aggregate builds and checks in parallel across cores.
     try:
         checked = check_roots(
             directory,
             roots,
             kubernetes_version=kubernetes_version or DEFAULT_KUBERNETES_VERSION,
-            schema_dir=schema_dir,
+            schema_dir=found,
         )
     finally:
         shutdown_workers()
     failed = 0
+    unchecked: dict[str, list[int]] = {}  # why -> [objects, roots]
     for root, result in sorted(checked.items()):
         if result.build_error is not None:
             failed += 1
@@ -229,11 +246,62 @@ def validate(directory: Path, kubernetes_version: str | None) -> None:
                 click.echo(f"  {e}")
         else:
             click.echo(f"ok   {root} ({result.objects} objects)")
-        for u in result.unchecked:
-            click.echo(f"  unchecked: {u}")
+        for why, count in result.unchecked_kinds.items():
+            seen = unchecked.setdefault(why, [0, 0])
+            seen[0] += count
+            seen[1] += 1
+    # Once per kind, not per object: the same kinds recur in every root.
+    for why, (objects, in_roots) in sorted(unchecked.items()):
+        click.echo(f"not schema-checked: {why} ({objects} objects in {in_roots} roots)")
+    if unchecked:
+        click.echo(
+            "  give --schema-dir a folder made by "
+            "`gitops-bridge schemas import CRD_FILE... --out DIR`",
+            err=True,
+        )
     click.echo(f"{len(roots) - failed} of {len(roots)} roots valid")
-    if failed:
+    if failed or (require_schemas and unchecked):
         raise ExitCode(1)
+
+
+@cli.group()
+def schemas() -> None:
+    """JSON schemas for validating custom resources."""
+
+
+@schemas.command("import")
+@click.argument(
+    "crd_files",
+    nargs=-1,
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write <group>/<kind>_<version>.json into (made if missing).",
+)
+@click.option(
+    "--ignore-other-kinds",
+    is_flag=True,
+    help="Skip documents that are not CustomResourceDefinitions (e.g. a release bundle) "
+    "instead of refusing the file.",
+)
+def schemas_import(crd_files: tuple[Path, ...], out_dir: Path, ignore_other_kinds: bool) -> None:
+    """JSON schemas from CustomResourceDefinition YAML files: one file per served version."""
+    from bridge.crdschemas import schema_files, write_schema_files
+
+    files = schema_files(list(crd_files), ignore_other_kinds=ignore_other_kinds)
+    written = write_schema_files(files, out_dir)
+    for path, changed in written:
+        click.echo(f"{'wrote' if changed else 'same '} {out_dir / path}")
+    click.echo(
+        f"{len(written)} schemas in {out_dir} ({sum(c for _, c in written)} written); "
+        f"use it with render.schemaDir or validate --schema-dir",
+        err=True,
+    )
 
 
 @cli.command()

@@ -147,6 +147,12 @@ class RenderSettings:
     gateway: GatewaySettings | None = None
     n_jobs_per_worker: int = 10
     kubernetes_version: str = "1.33"
+    # JSON Schemas of custom resources (`gitops-bridge schemas import`); None:
+    # the fallbacks of bridge.schemas.find_schema_dir. Out of repr: the input
+    # digest in every state file includes repr(RenderSettings), and where the
+    # schemas are changes what is checked, not what is rendered (a new field in
+    # the repr would rewrite every state file once, a commit per deployment).
+    schema_dir: Path | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,7 @@ SCHEMA: dict[str, Any] = {
         "postgresSecretName": ("str", "{name}-postgres"),
         "nJobsPerWorker": ("int", 10),
         "kubernetesVersion": ("str", "1.33"),
+        "schemaDir": ("path", None),
         "gateway": {
             "name": ("str", None),
             "namespace": ("str", None),
@@ -587,6 +594,15 @@ def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) 
     pg_name = v("render.postgresSecretName")
     if "{name}" not in pg_name and not DNS_LABEL.match(pg_name):
         raise reader.error("render.postgresSecretName", pg_name, "a DNS label, may use {name}")
+    schema_dir = v("render.schemaDir")
+    if schema_dir is not None and not schema_dir.is_dir():
+        what = "does not exist" if not schema_dir.exists() else "is not a directory"
+        raise reader.error(
+            "render.schemaDir",
+            str(schema_dir),
+            f"an existing directory of JSON schemas ({schema_dir} {what}; "
+            "make one with `gitops-bridge schemas import CRD_FILE... --out DIR`)",
+        )
     render = RenderSettings(
         api_key_secret=_secret_ref(reader, "render.apiKeySecret"),
         license_key_secret=_secret_ref(reader, "render.licenseKeySecret"),
@@ -594,6 +610,7 @@ def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) 
         gateway=gateway,
         n_jobs_per_worker=n_jobs,
         kubernetes_version=kube_version,
+        schema_dir=schema_dir,
     )
     return Settings(
         control_plane=control_plane,

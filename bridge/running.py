@@ -17,15 +17,18 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings, Target
 from bridge.errors import BridgeError, ConfigError, ControlPlaneError, DeploymentError
 from bridge.models import Deployment, Listener
 from bridge.reconciling import CycleReport, Reconciler, Repo
+
+if TYPE_CHECKING:
+    from bridge.rendering.validation import RootCheck
 
 log = logging.getLogger("bridge.run")
 STATUS_FILE = "status.json"
@@ -74,9 +77,12 @@ class Validator:
 
     def __init__(self, settings: Settings) -> None:
         from bridge.rendering import libkustomize
+        from bridge.schemas import find_schema_dir
 
         self.settings = settings
         libkustomize.wanted()  # a mistyped BRIDGE_KUSTOMIZE stops the bridge at start
+        self.schema_dir, origin = find_schema_dir(settings.render.schema_dir)
+        log.debug("custom resources are checked against %s (%s)", self.schema_dir, origin)
 
     def __call__(self, roots: dict[str, dict[str, bytes]]) -> dict[str, list[str]]:
         parent = self.scratch_parent(roots)
@@ -90,8 +96,7 @@ class Validator:
     def _check_in(
         self, parent: str | None, roots: dict[str, dict[str, bytes]]
     ) -> dict[str, list[str]]:
-        from bridge.rendering.validation import validate_roots
-        from bridge.schemas import default_schema_dir
+        from bridge.rendering.validation import check_roots
 
         try:
             scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(), dir=parent)
@@ -108,12 +113,14 @@ class Validator:
                 if parent is None:
                     raise
                 raise Validator._NoRoom(e.strerror or str(e)) from e
-            return validate_roots(
+            checked = check_roots(
                 base,
                 sorted(roots),
                 kubernetes_version=self.settings.render.kubernetes_version,
-                schema_dir=default_schema_dir(),
+                schema_dir=self.schema_dir,
             )
+        report_unchecked(checked.values())
+        return {folder: checked[folder].problems for folder in sorted(roots)}
 
     def begin(self, expected: int) -> ValidationRun:
         """A run fed root by root as the reconciler renders them (`expected`: at
@@ -202,7 +209,6 @@ class ValidationRun:
 
     def _open(self) -> None:
         from bridge.rendering.validation import RootChecker
-        from bridge.schemas import default_schema_dir
 
         parent = Validator.scratch_parent({}, expected=self._expected)
         remove_stale_scratch(Path(parent or tempfile.gettempdir()))
@@ -214,7 +220,7 @@ class ValidationRun:
         self._checker = RootChecker(
             Path(self._scratch.name),
             kubernetes_version=self._validator.settings.render.kubernetes_version,
-            schema_dir=default_schema_dir(),
+            schema_dir=self._validator.schema_dir,
         )
 
     def results(self) -> dict[str, list[str]]:
@@ -225,12 +231,40 @@ class ValidationRun:
             self.close()
             return self._validator(self._roots)
         found = self._checker.results()
+        report_unchecked(found.values())
         return {folder: found[folder].problems for folder in sorted(self._roots)}
 
     def close(self) -> None:
         scratch, self._scratch = self._scratch, None
         if scratch is not None:
             scratch.cleanup()
+
+
+_UNCHECKED_SAID: set[str] = set()
+_UNCHECKED_GUARD = threading.Lock()
+
+
+def report_unchecked(checks: Iterable[RootCheck]) -> None:
+    """Warn about each custom resource kind no schema could check, once per process.
+
+    Such objects are committed (a missing schema is no reason to hold a
+    deployment back), but never as if they had been checked; once, because the
+    same kinds come back every cycle and a warning every poll would be noise."""
+    counts: dict[str, int] = {}
+    for check in checks:
+        for why, count in check.unchecked_kinds.items():
+            counts[why] = counts.get(why, 0) + count
+    with _UNCHECKED_GUARD:
+        new = sorted(set(counts) - _UNCHECKED_SAID)
+        _UNCHECKED_SAID.update(new)
+    for why in new:
+        log.warning(
+            "not schema-checked: %s (%d objects in this cycle); set render.schemaDir to a "
+            "folder made by `gitops-bridge schemas import CRD_FILE... --out DIR` "
+            "(said once per kind)",
+            why,
+            counts[why],
+        )
 
 
 _SCRATCH = "gitops-bridge-validate-"

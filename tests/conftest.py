@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests import sopstools
+from tests.crds import build_schema_dir
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,3 +21,10 @@ def every_sops_file_decrypts_with_the_real_sops() -> Iterator[None]:
     assert not problems, (
         f"{len(problems)} of {checked} SOPS files fail `sops --decrypt`: {problems[:5]}"
     )
+
+
+@pytest.fixture(scope="session")
+def crd_schema_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """JSON schemas made by the real import from the hand-made CRDs in tests/crds:
+    present in every checkout, unlike ../shared/schemas."""
+    return build_schema_dir(tmp_path_factory.mktemp("crd-schemas"))

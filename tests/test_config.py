@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import load_settings
+from bridge.config import RenderSettings, load_settings
 from bridge.errors import ConfigError
+
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
 
 API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 ENV = {"LANGSMITH_API_KEY": API_KEY, "GITOPS_BRIDGE_KEY": "k" * 64}
@@ -67,6 +69,7 @@ INVALID = [
     ("git.signing.format", {"git": {"signing": {"format": "pgp"}}}, "pgp"),
     ("secrets.provider", {"secrets": {"provider": "vault"}}, "vault"),
     ("render.nJobsPerWorker", {"render": {"nJobsPerWorker": 0}}, "0"),
+    ("render.schemaDir", {"render": {"schemaDir": "/nonexistent/schemas"}}, "/nonexistent/schemas"),
     ("bogusKey", {"bogusKey": 1}, "unknown key"),
 ]
 
@@ -92,6 +95,26 @@ def test_every_invalid_value_names_key_value_and_allowed(
     assert shown in text
     assert "allowed" in text
     assert API_KEY not in text
+
+
+def test_render_schema_dir_must_be_an_existing_directory(tmp_path: Path) -> None:
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    doc = merge(base(), {"render": {"schemaDir": str(schemas)}})
+    assert load_settings(write(tmp_path, doc), env=ENV).render.schema_dir == schemas
+    assert load_settings(write(tmp_path, base()), env=ENV).render.schema_dir is None
+    env = {**ENV, "BRIDGE_RENDER_SCHEMA_DIR": str(schemas)}
+    assert load_settings(write(tmp_path, base()), env=env).render.schema_dir == schemas
+    a_file = tmp_path / "bridge.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, base()), env={**ENV, "BRIDGE_RENDER_SCHEMA_DIR": str(a_file)})
+    assert "`render.schemaDir` has value '" in str(info.value)  # shortened past 80 chars
+    assert f"{a_file} is not a directory" in str(info.value)  # the whole path, always
+    assert "gitops-bridge schemas import" in str(info.value)
+    assert "BRIDGE_RENDER_SCHEMA_DIR" in str(info.value)
+    # Every state file's input digest holds repr(RenderSettings): where the schemas
+    # are must not change it (that would re-commit every deployment once).
+    assert repr(RenderSettings(schema_dir=schemas)) == repr(RenderSettings())
 
 
 def test_missing_api_key_names_the_env_var(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from bridge.errors import ConfigError
 from bridge.reconciling import shard_owns
 from bridge.running import parse_shard
 
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
+
 
 def test_parse_shard_forms() -> None:
     assert parse_shard("1/3", env={}) == (1, 3)

@@ -251,15 +251,20 @@ class RootCheck:
 
     objects: int = 0
     errors: list[str] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # "Kind/ns/name: why", per object
+    # why -> how many objects: the reason names the apiVersion and kind (and the
+    # schema folder), so this is per kind, for reporting each kind once.
+    unchecked_kinds: dict[str, int] = field(default_factory=dict)
     build_error: str | None = None  # kustomize's message; then nothing else is known
 
-    def count(self, errors: Sequence[str], unchecked: str | None) -> None:
+    def count(self, errors: Sequence[str], unchecked: tuple[str, str] | None) -> None:
         """One more object of the root, with what checking it found."""
         self.objects += 1
         self.errors.extend(errors)
         if unchecked:
-            self.unchecked.append(unchecked)
+            ref, why = unchecked
+            self.unchecked.append(f"{ref}: {why}")
+            self.unchecked_kinds[why] = self.unchecked_kinds.get(why, 0) + 1
 
     @property
     def problems(self) -> list[str]:
@@ -269,10 +274,12 @@ class RootCheck:
         return list(self.errors)
 
 
-# One object as the workers see it: (owner deployment id, errors, unchecked),
-# both texts prefixed with the object's "Kind/namespace/name"; None for an
-# empty document.
-_Checked = tuple[str | None, tuple[str, ...], str | None] | None
+# One object as the workers see it: (owner deployment id, errors prefixed with
+# the object's "Kind/namespace/name", (that ref, why no schema checked it) or
+# None); None for an empty document.
+_Unchecked = tuple[str, str] | None
+_Result = tuple[str | None, tuple[str, ...], _Unchecked]
+_Checked = _Result | None
 
 
 def _check_texts(
@@ -297,7 +304,7 @@ def _check_texts(
 
 def _check_document(
     doc: dict[str, Any], kubernetes_version: str, schema_dir: Path | None
-) -> tuple[str | None, tuple[str, ...], str | None]:
+) -> _Result:
     finding = validate_document(doc, kubernetes_version=kubernetes_version, schema_dir=schema_dir)
     metadata = doc.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, dict) else None
@@ -305,7 +312,7 @@ def _check_document(
     return (
         str(owner) if owner is not None else None,
         tuple(f"{finding.ref}: {e}" for e in finding.errors),
-        f"{finding.ref}: {finding.unchecked}" if finding.unchecked else None,
+        (finding.ref, finding.unchecked) if finding.unchecked else None,
     )
 
 
@@ -453,7 +460,7 @@ class _Valid:
     LIMIT = 250_000
 
     def __init__(self) -> None:
-        self._seen: dict[int, str | tuple[str | None, str | None] | None] = {}
+        self._seen: dict[int, str | tuple[str | None, _Unchecked] | None] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -461,13 +468,13 @@ class _Valid:
         material = f"{kubernetes_version}\0{schema_dir}\0{text}".encode()
         return int.from_bytes(hashlib.blake2b(material, digest_size=16).digest(), "big")
 
-    def get(self, key: int) -> tuple[str | None, str | None] | None:
+    def get(self, key: int) -> tuple[str | None, _Unchecked] | None:
         if key not in self._seen:
             return None
         found = self._seen[key]
         return found if isinstance(found, tuple) else (found, None)
 
-    def put(self, key: int, owner: str | None, unchecked: str | None) -> None:
+    def put(self, key: int, owner: str | None, unchecked: _Unchecked) -> None:
         owner = sys.intern(owner) if owner is not None else None
         with self._lock:
             if len(self._seen) >= self.LIMIT:
@@ -486,9 +493,7 @@ class _Unowned(Exception):
     """An object of an aggregate build carries no id of the chunk's roots."""
 
 
-def _check_output(
-    text: str, kubernetes_version: str, schema_dir: str | None
-) -> list[tuple[str | None, tuple[str, ...], str | None]]:
+def _check_output(text: str, kubernetes_version: str, schema_dir: str | None) -> list[_Result]:
     """(owner, errors, unchecked) for every object of one build output."""
     texts = _split_documents(text)
     keys = [_VALID.key(t, kubernetes_version, schema_dir) for t in texts]
@@ -501,7 +506,7 @@ def _check_output(
         directory = Path(schema_dir) if schema_dir is not None else None
         docs = [d for d in yaml.load_all(text, Loader=_Loader) if d]
         return [_check_document(d, kubernetes_version, directory) for d in docs]
-    out: list[tuple[str | None, tuple[str, ...], str | None]] = []
+    out: list[_Result] = []
     for key, hit in zip(keys, known, strict=True):
         if hit is not None:
             out.append((hit[0], (), hit[1]))

@@ -20,6 +20,8 @@ import yaml
 from bridge import canonical_yaml
 from bridge.canonical_yaml import _Decline, _dumps_fast, _dumps_pyyaml, dumps, dumps_all
 
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
+
 CASES = Path(__file__).resolve().parents[1] / "rendering" / "cases"
 
 WORDS = [

@@ -16,6 +16,8 @@ from bridge.rendering.rendering import input_fingerprint
 from bridge.rendering.templates import templates_digest
 from tests.rendering.support import CASES, context, load_case
 
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
+
 CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "case.json").is_file())
 
 

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from bridge.models import Deployment
 from bridge.rendering.naming import MAX_NAME, folder_name, folder_names
+
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
 
 LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

@@ -15,6 +15,8 @@ from bridge.rendering.naming import folder_name
 from bridge.rendering.rendering import render_deployment
 from tests.rendering.support import CASES, context
 
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
+
 BASE = json.loads((CASES / "minimal" / "case.json").read_text())["deployment"]
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from bridge.rendering.rendering import render_deployment
 from tests.rendering.support import load_case
+
+pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
 
 
 def test_new_revision_changes_only_the_app() -> None:
