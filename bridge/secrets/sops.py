@@ -219,6 +219,15 @@ def _leaves(node: Any, path: tuple[str, ...] = ()) -> Iterator[_Leaf]:
         raise TypeError(f"a {type(node).__name__} value")
 
 
+def _sorted_tree(node: Any) -> Any:
+    """Mappings with their keys in canonical YAML's order (sorted)."""
+    if isinstance(node, dict):
+        return {k: _sorted_tree(node[k]) for k in sorted(node)}
+    if isinstance(node, list):
+        return [_sorted_tree(v) for v in node]
+    return node
+
+
 def _replace(node: Any, path: tuple[str, ...], new: Callable[[tuple[str, ...], str], str]) -> Any:
     if isinstance(node, dict):
         return {k: _replace(v, (*path, k), new) for k, v in node.items()}
@@ -276,11 +285,12 @@ class SopsSealer:
         import pyrage
 
         try:
-            # The tree in the order SOPS will read it: canonical YAML's (sorted keys).
-            plain_text = canonical_yaml.dumps(plan.manifest())
-            tree = yaml.load(plain_text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
+            # The tree in the order SOPS will read it: canonical YAML's (sorted
+            # keys). _check_output reads the written file back and refuses it if
+            # its order or any value differs from this.
+            tree = _sorted_tree(plan.manifest())
             leaves = list(_leaves(tree))
-        except (TypeError, yaml.YAMLError) as e:
+        except TypeError as e:
             # Never the value itself: only what kind of thing was refused.
             raise plan_error(plan, f"cannot be written as a SOPS file: {e}") from None
         key = os.urandom(32)
