@@ -45,7 +45,7 @@ def main() -> None:
     from bridge.rendering.naming import folder_names
     from bridge.rendering.rendering import render_deployment
     from bridge.rendering.validation import shutdown_workers, validate_roots
-    from bridge.schemas import default_schema_dir
+    from bridge.schemafolders import default_schema_dir
     from bridge.state import STATE_FILE
 
     parser = argparse.ArgumentParser()

@@ -136,8 +136,21 @@ class _Decline(Exception):
 # Characters libyaml writes as they are (IS_PRINTABLE, minus the line breaks
 # U+2028/U+2029 and the BOM, which it escapes): anything else makes a string
 # "special" and forces double quotes with escapes.
-_PRINTABLE = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
-_PRINTABLE_LINES = re.compile("[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
+_PRINTABLE_CLASS = "\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+
+
+# Compiled on first use: these wide classes take ~8 ms to compile, paid by every
+# `run --once` process at import, though an unchanged cycle writes no YAML.
+@functools.cache
+def _printable() -> re.Pattern[str]:
+    return re.compile(f"[{_PRINTABLE_CLASS}]*")
+
+
+@functools.cache
+def _printable_lines() -> re.Pattern[str]:
+    return re.compile(f"[\n{_PRINTABLE_CLASS}]*")
+
+
 _ESCAPES = {
     "\x00": "\\0",
     "\x07": "\\a",
@@ -154,7 +167,13 @@ _ESCAPES = {
     "\u2028": "\\L",
     "\u2029": "\\P",
 }
-_TO_ESCAPE = re.compile('["\\\\]|[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]')
+
+
+@functools.cache
+def _to_escape() -> re.Pattern[str]:
+    return re.compile(f'["\\\\]|[^{_PRINTABLE_CLASS}]')
+
+
 # A string longer than this could reach column 4096, where libyaml folds lines.
 _MAX_SCALAR = 2000
 _MAX_PAD = 1000
@@ -180,7 +199,7 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def _double_quoted(value: str) -> str:
-    return '"' + _TO_ESCAPE.sub(_escape, value) + '"'
+    return '"' + _to_escape().sub(_escape, value) + '"'
 
 
 def _resolves_to_str(value: str) -> bool:
@@ -201,9 +220,9 @@ def _scalar_text(value: str) -> str | None:
     if len(value) > _MAX_SCALAR:
         raise _Decline
     style = _str_style(value)
-    printable = _PRINTABLE.fullmatch(value) is not None
+    printable = _printable().fullmatch(value) is not None
     if style == "|":
-        if not _PRINTABLE_LINES.fullmatch(value):
+        if not _printable_lines().fullmatch(value):
             return _double_quoted(value)  # special characters: no block scalar
         if value.startswith("\n") or value.endswith("\n\n") or value == "\n":
             raise _Decline  # needs an indentation or "+" chomping indicator
@@ -218,7 +237,7 @@ def _scalar_text(value: str) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def _key_text(key: str) -> str:
-    if len(key.encode("utf-8")) > _MAX_KEY_BYTES or not _PRINTABLE.fullmatch(key):
+    if len(key.encode("utf-8")) > _MAX_KEY_BYTES or not _printable().fullmatch(key):
         raise _Decline
     text = _scalar_text(key)
     if text is None:

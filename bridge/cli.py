@@ -213,7 +213,8 @@ def validate(
 ) -> None:
     """kustomize build + schema validation of every root in a rendered tree."""
     from bridge.rendering.validation import check_roots, find_roots, shutdown_workers
-    from bridge.schemas import DEFAULT_KUBERNETES_VERSION, find_schema_dir
+    from bridge.schemafolders import find_schema_dir
+    from bridge.schemas import DEFAULT_KUBERNETES_VERSION
 
     roots = find_roots(directory)
     if not roots:

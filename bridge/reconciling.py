@@ -117,6 +117,7 @@ class Repo(Protocol):
     def ls_tree(self, prefix: str) -> dict[str, str]: ...
     def read_blob(self, blob: str) -> bytes: ...
     def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]: ...
+    def preload_blobs(self, blobs: Sequence[str]) -> None: ...
     def commit_all(
         self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
     ) -> list[str | None]: ...
@@ -305,6 +306,57 @@ class Reconciler:
         return report
 
     def _run_cycle(self) -> CycleReport:
+        owned = [t for t in self.settings.targets if shard_owns(t, self.shard)]
+        # Every target's first sync (a fetch: a network round trip to its remote)
+        # runs ahead in a few threads, started before the listing so that the
+        # two wait on their servers at the same time; targets are then planned
+        # and committed one at a time. A fetch changes nothing in the remote, so
+        # one made for a cycle whose listing fails costs nothing but the trip.
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(SYNC_THREADS, len(owned))), thread_name_prefix="sync"
+        ) as pool:
+            opened: dict[str, tuple[Repo, Future[str | None]] | BridgeError] = {}
+            for target in owned:
+                try:
+                    repo = self.open_repo(target)
+                except BridgeError as e:
+                    opened[target.key] = e
+                    continue
+                opened[target.key] = (repo, pool.submit(self._sync_and_preload, repo))
+            try:
+                return self._cycle_on(owned, opened)
+            finally:
+                # Left over only if the cycle was cut short: release those clones.
+                for entry in opened.values():
+                    if not isinstance(entry, BridgeError):
+                        wait([entry[1]])  # its error, if any, is moot now
+                        entry[0].close()
+
+    def _sync_and_preload(self, repo: Repo) -> str | None:
+        """The first sync of a target, then (still in the sync thread) its state
+        files that this process has not read yet: a restarted bridge reads them
+        while the listing is on its way instead of after it. Any failure here is
+        left to the cycle, which reads them again and names what is wrong."""
+        head = repo.sync()
+        if head is not None:
+            try:
+                suffix = "/" + STATE_FILE
+                repo.preload_blobs(
+                    [
+                        blob
+                        for path, blob in repo.ls_tree("").items()
+                        if path.endswith(suffix) and blob not in self._state_cache
+                    ]
+                )
+            except (BridgeError, ValueError, OSError) as e:
+                log.debug("reading state files ahead failed (%s); read in the cycle", e)
+        return head
+
+    def _cycle_on(
+        self,
+        owned: list[Target],
+        opened: dict[str, tuple[Repo, Future[str | None]] | BridgeError],
+    ) -> CycleReport:
         listener, deployments, invalid = self.list_deployments()
         report = CycleReport(outcomes=invalid_as_failed(invalid))
         for error in invalid:
@@ -324,54 +376,30 @@ class Reconciler:
         if self._changed(("listener", "unmanaged"), tuple(unmanaged)):
             for message in unmanaged:
                 log.warning("%s", message, extra={"event": "unmanaged"})
-        owned = [t for t in self.settings.targets if shard_owns(t, self.shard)]
-        # Every target's first sync (a fetch: a network round trip to its remote)
-        # runs ahead in a few threads while targets are planned and committed one
-        # at a time; git does the work, in its own processes.
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(SYNC_THREADS, len(owned))), thread_name_prefix="sync"
-        ) as pool:
-            opened: dict[str, tuple[Repo, Future[str | None]] | BridgeError] = {}
-            for target in owned:
-                try:
-                    repo = self.open_repo(target)
-                except BridgeError as e:
-                    opened[target.key] = e
-                    continue
-                opened[target.key] = (repo, pool.submit(repo.sync))
+        for target in owned:
+            result = TargetResult(target=target)
+            report.targets.append(result)
             try:
-                for target in owned:
-                    result = TargetResult(target=target)
-                    report.targets.append(result)
-                    try:
-                        entry = opened.pop(target.key)
-                        if isinstance(entry, BridgeError):
-                            raise entry
-                        outcomes = self._reconcile_target(
-                            target,
-                            listener,
-                            by_namespace.get(target.namespace, []),
-                            unparsed_ids,
-                            result,
-                            entry,
-                        )
-                        report.outcomes.extend(outcomes)
-                    except BridgeError as e:
-                        result.error = e
-                        log.error(
-                            "target %s: %s", target.namespace, e, extra={"target": target.namespace}
-                        )
-                    finally:
-                        # Plans are only reused by this target's push retries: free the
-                        # rendered files now (at 10,000 deployments they were ~160 MB).
-                        self._plans.clear()
-                        self._validated.clear()
+                entry = opened.pop(target.key)
+                if isinstance(entry, BridgeError):
+                    raise entry
+                outcomes = self._reconcile_target(
+                    target,
+                    listener,
+                    by_namespace.get(target.namespace, []),
+                    unparsed_ids,
+                    result,
+                    entry,
+                )
+                report.outcomes.extend(outcomes)
+            except BridgeError as e:
+                result.error = e
+                log.error("target %s: %s", target.namespace, e, extra={"target": target.namespace})
             finally:
-                # Left over only if the loop was cut short: release those clones.
-                for entry in opened.values():
-                    if not isinstance(entry, BridgeError):
-                        wait([entry[1]])  # its error, if any, is moot now
-                        entry[0].close()
+                # Plans are only reused by this target's push retries: free the
+                # rendered files now (at 10,000 deployments they were ~160 MB).
+                self._plans.clear()
+                self._validated.clear()
         return report
 
     # -- one target -------------------------------------------------------------

@@ -77,7 +77,7 @@ class Validator:
 
     def __init__(self, settings: Settings) -> None:
         from bridge.rendering import libkustomize
-        from bridge.schemas import find_schema_dir
+        from bridge.schemafolders import find_schema_dir
 
         self.settings = settings
         libkustomize.wanted()  # a mistyped BRIDGE_KUSTOMIZE stops the bridge at start

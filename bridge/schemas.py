@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -46,33 +45,6 @@ class Finding:
     ref: str  # "Kind/namespace/name"
     errors: tuple[str, ...]
     unchecked: str | None = None  # why no schema could check it
-
-
-def default_schema_dir() -> Path | None:
-    """`$K8S_SCHEMA_DIR`, else `../shared/schemas` beside the working directory or checkout."""
-    return find_schema_dir()[0]
-
-
-def find_schema_dir(configured: Path | None = None) -> tuple[Path | None, str]:
-    """The folder of CRD schemas to use, and where that choice came from.
-
-    In this order (README, "Validating custom resources"): `configured`
-    (`render.schemaDir`, `BRIDGE_RENDER_SCHEMA_DIR`, `validate --schema-dir`);
-    `$K8S_SCHEMA_DIR`, then `$BRIDGE_SCHEMAS`; `../shared/schemas` beside the
-    working directory, then beside the checkout the bridge runs from (a
-    development layout). (None, why) when there is none: custom resources are
-    then reported as not schema-checked."""
-    if configured is not None:
-        return configured, "render.schemaDir"
-    for name in ("K8S_SCHEMA_DIR", "BRIDGE_SCHEMAS"):
-        value = os.environ.get(name)
-        if value:
-            return Path(value), f"${name}"
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = base.parent / "shared" / "schemas"
-        if candidate.is_dir():
-            return candidate, "../shared/schemas"
-    return None, "no schema folder"
 
 
 def _strict(schema: Any) -> Any:

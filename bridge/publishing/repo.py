@@ -205,6 +205,9 @@ class TargetRepo:
         # The whole tree listing of one commit: keyed by the commit id, so it is
         # never stale, and it survives close() for the next cycle of a kept instance.
         self._listing: tuple[str, dict[str, str]] | None = None
+        # Blobs read ahead by preload_blobs(), each handed out once by read_blobs().
+        # Content-addressed: a blob id names the same bytes forever.
+        self._preloaded: dict[str, bytes] = {}
         # Refs as _diagnose() just read them, for the sync() that follows it.
         self._ref_snapshot: dict[str, str] | None = None
         # (inode, size, mtime) of the clone's config when its remote was last
@@ -596,11 +599,21 @@ class TargetRepo:
         """The bytes of one blob, through one long-lived `git cat-file --batch`."""
         return self.read_blobs([blob_id])[blob_id]
 
+    def preload_blobs(self, blob_ids: Sequence[str]) -> None:
+        """Read blobs ahead of their use (from the thread that synced the clone,
+        while the cycle waits on the control plane); read_blobs hands each out once."""
+        if blob_ids:
+            self._preloaded.update(self.read_blobs(blob_ids))
+
     def read_blobs(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
         """Blob id -> bytes, through one long-lived `git cat-file --batch`. With many
         ids a thread writes the requests while this one reads the answers: no round
         trip per blob (a restarted bridge reads 10,000 state files back)."""
         ids = list(dict.fromkeys(blob_ids))
+        ahead = {oid: self._preloaded.pop(oid) for oid in ids if oid in self._preloaded}
+        if ahead:
+            ids = [oid for oid in ids if oid not in ahead]
+            return {**ahead, **self.read_blobs(ids)} if ids else ahead
         for oid in ids:
             if not _OID.match(oid):
                 raise ValueError(f"not a blob id: {oid!r}")

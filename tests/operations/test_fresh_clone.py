@@ -63,8 +63,8 @@ def test_a_fresh_clone_passes_its_quick_tests_alone(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import bridge, bridge.schemas; "
-            "print(bridge.__file__); print(bridge.schemas.default_schema_dir())",
+            "import bridge, bridge.schemafolders; "
+            "print(bridge.__file__); print(bridge.schemafolders.default_schema_dir())",
         ],
         clone,
         env,

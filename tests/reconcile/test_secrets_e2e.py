@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from bridge.commits import parse
-from bridge.schemas import default_schema_dir, validate_document
+from bridge.schemafolders import default_schema_dir
+from bridge.schemas import validate_document
 from bridge.state import STATE_FILE, DeploymentState
 from tests.leakscan import scan_repo, scan_text
 from tests.reconcile.world import World, git, make_world

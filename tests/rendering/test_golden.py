@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from bridge.rendering.validation import check_roots, validate_roots
-from bridge.schemas import default_schema_dir
+from bridge.schemafolders import default_schema_dir
 from tests.rendering.support import CASES, load_case, render_case, write_plain
 
 pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone

@@ -37,7 +37,7 @@ from bridge.rendering import libkustomize, validation
 from bridge.rendering.naming import folder_name
 from bridge.rendering.rendering import render_deployment
 from bridge.rendering.validation import RootCheck, check_roots, kustomize_build
-from bridge.schemas import default_schema_dir
+from bridge.schemafolders import default_schema_dir
 from bridge.secrets.sealed import SealedSecretsSealer
 from bridge.secrets.sops import SopsSealer
 from bridge.state import STATE_FILE

@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 from bridge import schemas
-from bridge.schemas import DEFAULT_KUBERNETES_VERSION, default_schema_dir, validate_document
+from bridge.schemafolders import default_schema_dir
+from bridge.schemas import DEFAULT_KUBERNETES_VERSION, validate_document
 
 CASES = Path(__file__).parent / "cases"
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -25,7 +25,7 @@ from bridge.rendering.validation import (
     validate_objects,
     validate_roots,
 )
-from bridge.schemas import default_schema_dir
+from bridge.schemafolders import default_schema_dir
 from bridge.state import STATE_FILE
 
 NS = "agents"

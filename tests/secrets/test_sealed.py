@@ -17,7 +17,8 @@ from cryptography.x509.oid import NameOID
 
 from bridge.config import SecretsSettings
 from bridge.errors import ConfigError
-from bridge.schemas import default_schema_dir, validate_document
+from bridge.schemafolders import default_schema_dir
+from bridge.schemas import validate_document
 from bridge.secrets.providers import make_sealer
 from bridge.secrets.sealed import Scope, SealedSecretsSealer
 from tests.leakscan import scan_text
