@@ -54,6 +54,11 @@ def test_json_logs_name_every_deployment_and_leak_nothing(world: World) -> None:
     failure = next(e for e in events if e["level"] == "error" and "maxReplicas" in e["message"])
     assert failure["deployment"] == "greedy-agent" and failure["deployment_id"] == bad["id"]
     assert "greedy-agent" in failure["message"] and bad["id"] in failure["message"]
+    # One summary per cycle with its duration: what a CronJob's log (and the
+    # benchmark) reads without scraping /metrics.
+    (cycle,) = [e for e in events if e.get("event") == "cycle"]
+    assert isinstance(cycle["seconds"], float) and 0 < cycle["seconds"] < 120
+    assert cycle["message"].startswith("cycle: ")
     needles = [*world.secret_values, world.api_key, world.bridge_key]
     assert scan_text(done.stdout + done.stderr, needles) == []
 
@@ -65,6 +70,7 @@ def test_text_logs_are_one_line_per_event(world: World) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines and all(line[:4].isdigit() for line in lines)  # each line starts a record
     assert any("deploy agents/alpha" in line and "deployment_id=" in line for line in lines)
+    assert any(" cycle: " in line and " seconds=" in line for line in lines)
 
 
 def test_scrub_filter_masks_registered_secrets_and_exceptions() -> None:

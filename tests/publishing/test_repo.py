@@ -239,6 +239,27 @@ def test_read_blobs_many_at_once(open_repo: OpenRepo) -> None:
     }
 
 
+def test_preloaded_blobs_are_handed_out_once(open_repo: OpenRepo) -> None:
+    """Blobs read ahead (from the sync thread) come back from read_blobs once,
+    mixed with ones read now; then they are read from git again."""
+    repo = open_repo()
+    repo.sync()
+    files = {f"d{i}/f.yaml": f"body {i}\n".encode() for i in range(20)}
+    repo.commit_all([("some", files, [])])
+    listing = repo.ls_tree("")
+    ids = [listing[p] for p in files]
+    repo.preload_blobs(ids[:10])
+    repo.preload_blobs([])  # nothing to read: no cat-file round trip, no error
+    assert repo.read_blobs(ids) == {b: files[p] for p, b in zip(files, ids, strict=True)}
+    assert repo._preloaded == {}  # handed out, not kept
+    assert repo.read_blobs(ids[:3]) == {
+        b: files[p] for p, b in list(zip(files, ids, strict=True))[:3]
+    }
+    tree = git("rev-parse", "main^{tree}", cwd=repo.path).strip()
+    with pytest.raises(ValueError, match="not a blob"):
+        repo.preload_blobs([tree])
+
+
 def test_push_race_rejected_then_converges(
     open_repo: OpenRepo, remote: Path, tmp_path: Path
 ) -> None:
