@@ -407,7 +407,13 @@ def new_revision(url: str, api_key: str, ids: list[str], tag: str) -> None:
 
 
 def one_run(
-    setup: str, bridge: Path, template: Path, listener_id: str, ids: list[str], n: int
+    setup: str,
+    bridge: Path,
+    template: Path,
+    listener_id: str,
+    ids: list[str],
+    n: int,
+    once_cold: bool = True,
 ) -> dict[str, Any]:
     import secrets as random_secrets
 
@@ -444,11 +450,12 @@ def one_run(
                 raise SystemExit(f"one change: {change['summary']}")
             figures["once_one_change"] = change["wall_s"]
             figures["once_one_change_cycle"] = change["cycle_s"]
-            fresh = write_config(root, "fresh", url, listener_id, provider, root)
-            cold_once = once(bridge, fresh, env)
-            figures["once_cold"] = cold_once["wall_s"]
-            figures["once_cold_cycle"] = cold_once["cycle_s"]
-            figures["once_cold_memory"] = cold_once["memory"]
+            if once_cold:
+                fresh = write_config(root, "fresh", url, listener_id, provider, root)
+                cold_once = once(bridge, fresh, env)
+                figures["once_cold"] = cold_once["wall_s"]
+                figures["once_cold_cycle"] = cold_once["cycle_s"]
+                figures["once_cold_memory"] = cold_once["memory"]
     figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return figures
 
@@ -470,14 +477,17 @@ TIMES = (
 def summarise(setup: str, n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"setup": setup, "n": n, "runs": len(runs)}
     for key in TIMES:
-        values = [r[key] for r in runs]
+        values = [r[key] for r in runs if key in r]
+        if not values:
+            continue
         out[key] = {
             "min_s": round(min(values), 3),
             "median_s": round(statistics.median(values), 3),
             "max_s": round(max(values), 3),
         }
     for key in ("loop_memory", "once_cold_memory"):
-        out[key] = {m: max(r[key][m] for r in runs) for m in runs[0][key]}
+        if key in runs[0]:
+            out[key] = {m: max(r[key][m] for r in runs) for m in runs[0][key]}
     out["load_avg_1m"] = [r["load_avg_1m"] for r in runs]
     return out
 
@@ -494,6 +504,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-reinstall", action="store_true", help="keep the bridge already in benchmarks/.venvs"
+    )
+    parser.add_argument(
+        "--no-once-cold",
+        action="store_true",
+        help="skip the cold `run --once` (it repeats the loop's cold cycle in a new process)",
     )
     args = parser.parse_args()
     sizes = args.n or [1000]
@@ -513,8 +528,9 @@ def main() -> None:
             for setup in setups:
                 runs = []
                 for run in range(args.runs):
+                    bridge = bridges[setup.split("/")[1]]
                     runs.append(
-                        one_run(setup, bridges[setup.split("/")[1]], template, listener_id, ids, n)
+                        one_run(setup, bridge, template, listener_id, ids, n, not args.no_once_cold)
                     )
                     print(
                         json.dumps({"setup": setup, "n": n, "run": run, **runs[-1]}),

@@ -492,15 +492,19 @@ def create_api(store: Store, faults: FaultBook | None = None) -> FastAPI:
         name_contains: Annotated[str | None, Query()] = None,
         status: Annotated[str | None, Query()] = None,
         deployment_ids: Annotated[str | None, Query()] = None,
-    ) -> Doc:
-        resources = store.list_deployments(
+    ) -> Response:
+        texts = store.list_deployment_texts(
             limit,
             offset,
             name_contains=name_contains,
             status=status,
             ids=_comma_uuids(deployment_ids, "deployment_ids"),
         )
-        return {"resources": resources, "offset": offset + len(resources)}
+        # The stored documents as they are: decoding and re-encoding 100 of
+        # them (FastAPI's encoder) cost ~4 ms a page, 0.4 s per listing of 10,000.
+        body = '{"resources":[' + ",".join(texts) + f'],"offset":{offset + len(texts)}}}'
+
+        return Response(content=body.encode(), media_type="application/json")
 
     def _deployment(deployment_id: uuid.UUID) -> Doc:
         doc = store.get_deployment(str(deployment_id))
