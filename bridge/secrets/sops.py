@@ -41,7 +41,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bridge import canonical_yaml
 from bridge.errors import ConfigError, SecretsError
 from bridge.models import SecretPlan
-from bridge.redaction import MASK, scrub
 
 ENCRYPTED_REGEX = "^(data|stringData)$"
 # The format version written into `sops.version`: the sops release whose
@@ -109,45 +108,6 @@ def plan_error(plan: SecretPlan, message: str, *, hint: str | None = None) -> Se
         deployment_name=str(name),
         hint=hint,
     )
-
-
-def value_forms(value: str) -> set[str]:
-    """Every spelling of `value` an error message could quote.
-
-    Raw; JSON-, Go- and Python-escaped; as canonical YAML wrote it into the
-    document (a double-quoted scalar escapes `"` and `\\` but keeps non-ASCII
-    letters, which no JSON form matches); and each line of the value and of
-    its YAML spelling, for an echo of the document line by line.
-    """
-    import json
-
-    # Short values are replaced too, even if that garbles the message:
-    # a readable error is worth less than a leaked value.
-    forms = {
-        value,
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-        value.encode("unicode_escape").decode("ascii"),
-    }
-    rendered = canonical_yaml.dumps({"v": value})[len("v: ") :].strip()
-    forms.add(rendered)
-    if len(rendered) >= 2 and rendered[0] == rendered[-1] and rendered[0] in "\"'":
-        forms.add(rendered[1:-1])
-    lines = [*value.splitlines(), *rendered.splitlines()]
-    forms.update(line.strip() for line in lines if len(line.strip()) >= 4)
-    return forms
-
-
-def scrub_values(text: str, values: Iterable[str]) -> str:
-    """`text` without any plaintext value, whole, escaped or line by line."""
-    forms: set[str] = set()
-    for value in values:
-        if value:
-            forms |= value_forms(value)
-    for form in sorted(forms, key=len, reverse=True):
-        if form:
-            text = text.replace(form, MASK)
-    return scrub(text)
 
 
 # --- SOPS's file format ---------------------------------------------------------------
