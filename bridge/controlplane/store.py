@@ -142,20 +142,6 @@ class Store:
     def get_deployment(self, deployment_id: str) -> Doc | None:
         return self._one("SELECT body FROM deployments WHERE id = ?", (deployment_id,))
 
-    def list_deployments(
-        self,
-        limit: int,
-        offset: int,
-        *,
-        name_contains: str | None = None,
-        status: str | None = None,
-        ids: Sequence[str] | None = None,
-    ) -> list[Doc]:
-        texts = self.list_deployment_texts(
-            limit, offset, name_contains=name_contains, status=status, ids=ids
-        )
-        return [_load(text) for text in texts]
-
     def list_deployment_texts(
         self,
         limit: int,
