@@ -103,6 +103,12 @@ class ValidationRun(Protocol):
     def close(self) -> None: ...
 
 
+def _is_state_of(rel: str, namespace: str) -> bool:
+    """Is `rel` (below a target's path) `<cluster>/<namespace>/<folder>/` + STATE_FILE?"""
+    parts = rel.split("/")
+    return len(parts) == 4 and parts[1] == namespace and parts[3] == STATE_FILE
+
+
 def _root_key(files: Mapping[str, bytes]) -> str:
     """A root's identity for validation: its file names and contents."""
     return hashlib.sha256(
@@ -322,7 +328,7 @@ class Reconciler:
                 except BridgeError as e:
                     opened[target.key] = e
                     continue
-                opened[target.key] = (repo, pool.submit(self._sync_and_preload, repo))
+                opened[target.key] = (repo, pool.submit(self._sync_and_preload, repo, target))
             try:
                 return self._cycle_on(owned, opened)
             finally:
@@ -332,20 +338,24 @@ class Reconciler:
                         wait([entry[1]])  # its error, if any, is moot now
                         entry[0].close()
 
-    def _sync_and_preload(self, repo: Repo) -> str | None:
-        """The first sync of a target, then (still in the sync thread) its state
-        files that this process has not read yet: a restarted bridge reads them
-        while the listing is on its way instead of after it. Any failure here is
-        left to the cycle, which reads them again and names what is wrong."""
+    def _sync_and_preload(self, repo: Repo, target: Target) -> str | None:
+        """The first sync of a target, then (still in the sync thread) the state
+        files of its namespace folder that this process has not read yet: a
+        restarted bridge reads them while the listing is on its way instead of
+        after it. Only `<path>/<cluster>/<namespace>/<folder>/` state files: the
+        cluster comes with the listing, the rest is the target's own; another
+        target's folders in the same repo are not this target's to read. Any
+        failure here is left to the cycle, which reads them again and names it."""
         head = repo.sync()
         if head is not None:
             try:
-                suffix = "/" + STATE_FILE
+                prefix = f"{PurePosixPath(target.path)}/" if target.path else ""
                 repo.preload_blobs(
                     [
                         blob
-                        for path, blob in repo.ls_tree("").items()
-                        if path.endswith(suffix) and blob not in self._state_cache
+                        for path, blob in repo.ls_tree(prefix).items()
+                        if blob not in self._state_cache
+                        and _is_state_of(path[len(prefix) :], target.namespace)
                     ]
                 )
             except (BridgeError, ValueError, OSError) as e:

@@ -1134,6 +1134,7 @@ class TargetRepo:
         self._index_tree = None
         self._forget_head()  # another process may move refs once the lock is released
         self._ref_snapshot = None
+        self._preloaded.clear()  # read ahead for this cycle only
         self.transport.close()
         if self._locked:
             _release_clone_lock(self._lock_path)

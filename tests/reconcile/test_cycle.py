@@ -283,3 +283,38 @@ def test_a_kept_reconciler_sees_every_change_of_a_listed_deployment(world: World
     assert actions() == {"alpha": "unchanged", "beta": "deployed"}
     beta_files = [p for p in world.tree() if "/beta/" in p]
     assert any(b"tty: 1\n" in world.read(p) for p in beta_files)
+
+
+def test_a_restart_reads_ahead_only_its_own_namespaces_state_files(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two targets in one repo: after a restart each target's sync thread reads
+    ahead the state files of its own namespace folder, never the other's, and
+    the cycle still changes nothing."""
+    from bridge.publishing import TargetRepo
+
+    shared = world.remotes["agents"].as_uri()
+    targets = [{"namespace": ns, "repo": shared, "branch": "main"} for ns in ("agents", "staging")]
+    world.create("alpha", namespace="agents")
+    world.create("beta", namespace="staging")
+    assert world.cycle(world.settings(targets=targets)).exit_code() == 0
+    tree = git("ls-tree", "-r", "main", cwd=world.remotes["agents"])
+    state_of = {
+        line.split()[2]: line.split("\t")[1] for line in tree.splitlines() if STATE_FILE in line
+    }
+    assert len(state_of) == 2
+
+    read_ahead: list[list[str]] = []
+    original = TargetRepo.preload_blobs
+
+    def recording(self: TargetRepo, blob_ids: Any) -> None:
+        read_ahead.append(sorted(state_of.get(b, b) for b in blob_ids))
+        original(self, blob_ids)
+
+    monkeypatch.setattr(TargetRepo, "preload_blobs", recording)
+    report = world.cycle(world.settings(targets=targets, **{"git.workdir": str(world.root / "w2")}))
+    assert {o.action for o in report.outcomes} == {"unchanged"}
+    assert sorted(read_ahead) == [
+        ["test-cluster/agents/alpha/" + STATE_FILE],
+        ["test-cluster/staging/beta/" + STATE_FILE],
+    ]
