@@ -18,7 +18,7 @@ import click
 
 from bridge import __version__, logs
 from bridge.config import Settings, load_settings
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError, ConfigError, unexpected
 
 log = logging.getLogger("bridge.cli")
 
@@ -593,4 +593,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130
+    except Exception as e:
+        # Never a bare traceback (it may quote a value): what and where, exit 1.
+        click.echo(f"error: {unexpected(e, 'gitops-bridge', where='command')}", err=True)
+        code = 1
     sys.exit(code)

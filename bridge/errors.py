@@ -143,3 +143,42 @@ class PolicyViolation(DeploymentError):
 
 class SecretsConfigError(ConfigError):
     pass
+
+
+class InternalError(BridgeError):
+    """An exception nobody expected: a bug, or an input the bridge does not handle
+    yet. It fails only what it happened in (a deployment, a target, a cycle);
+    exit 1. Described by type and code location only: the exception's own text
+    may quote the input (a secret value), so it goes nowhere."""
+
+    def __init__(self, message: str, *, hint: str | None = None, where: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.where = where
+
+
+def unexpected(error: BaseException, what: str, *, where: str) -> InternalError:
+    """An InternalError for `error`, raised while `what` (e.g. "planning deployment
+    'x' (id)"); `where`: deployment, target or cycle. Frames, never values."""
+    return InternalError(
+        f"{what}: unexpected {type(error).__name__} at {code_location(error)}",
+        hint="a bug or an input the bridge does not handle yet; the rest goes on. Please "
+        "report it with this line",
+        where=where,
+    )
+
+
+def code_location(error: BaseException, frames: int = 3) -> str:
+    """The innermost frames of a traceback, newest first, as `file:line in function`
+    (paths from the package or site-packages down): where, without any value."""
+    import traceback
+
+    found = traceback.extract_tb(error.__traceback__)[-frames:]
+    parts = []
+    for frame in reversed(found):
+        path = frame.filename.replace("\\", "/")
+        for marker in ("/site-packages/", "/bridge/"):
+            if marker in path:
+                path = ("bridge/" if marker == "/bridge/" else "") + path.rsplit(marker, 1)[1]
+                break
+        parts.append(f"{path}:{frame.lineno} in {frame.name}")
+    return " < ".join(parts) or "an unknown place"

@@ -14,6 +14,15 @@ is one dict lookup. Points:
 - `during-push`     (reconciling) 50 ms into the push (tests slow the remote with a hook)
 - `after-push`      (reconciling) the remote has the commits, the cycle has not finished
 
+`GITOPS_BRIDGE_RAISE_AT=<point>[/<match>][:<n>]` raises `InjectedFault` (an
+exception nobody expects) the first n times (default: every time) `<point>`
+is reached with a key containing `<match>`, so tests can prove that one
+failure stays with what it belongs to. Points (key in brackets):
+
+- `plan-deployment` (reconciling; the deployment's name) planning one deployment
+- `plan-target`     (reconciling; the target's namespace) planning one target
+- `write-status`    (running; "") writing the status file at the end of a cycle
+
 A crash is the whole pod dying: the git processes the bridge started (each in
 its own session, see `publishing.transport.run_git`) are killed with it, so a
 push or a ref update can be cut in half and leave its lock files behind.
@@ -27,6 +36,8 @@ import threading
 from pathlib import Path
 
 _ENV = "GITOPS_BRIDGE_CRASH_AT"
+_RAISE_ENV = "GITOPS_BRIDGE_RAISE_AT"
+_raised: dict[str, int] = {}
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
 
@@ -85,3 +96,25 @@ def crash_soon(point: str, delay: float) -> None:
         timer = threading.Timer(delay, die)
         timer.daemon = True
         timer.start()
+
+
+class InjectedFault(RuntimeError):
+    """Raised by `fault_point` under GITOPS_BRIDGE_RAISE_AT (tests only)."""
+
+
+def fault_point(point: str, key: str = "") -> None:
+    """Raise InjectedFault when GITOPS_BRIDGE_RAISE_AT names this point (and key)."""
+    spec = os.environ.get(_RAISE_ENV)
+    if not spec:
+        return
+    where, sep, count = spec.rpartition(":")
+    if not (sep and count.isdigit()):
+        where, count = spec, ""
+    wanted, _, match = where.partition("/")
+    if wanted != point or match not in key:
+        return
+    with _lock:
+        _raised[point] = _raised.get(point, 0) + 1
+        if count and _raised[point] > int(count):
+            return
+    raise InjectedFault(f"injected at {point}")

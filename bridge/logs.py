@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from bridge.errors import code_location
 from bridge.redaction import MASK, Redacted, scrub
 
 _SECRETS: set[str] = set()
@@ -45,9 +46,10 @@ class _ScrubFilter(logging.Filter):
             secrets = tuple(_SECRETS)
         cleaned = scrub(message, *secrets)
         if record.exc_info and record.exc_info[1] is not None:
-            # Tracebacks may quote values; keep the type and a scrubbed message only.
+            # A traceback's text may quote values (a secret of a deployment that
+            # no filter knows): its frames only, on the event's one line.
             exc = record.exc_info[1]
-            cleaned += f" [{type(exc).__name__}: {scrub(str(exc), *secrets)}]"
+            cleaned += f" [traceback: {type(exc).__name__} at {code_location(exc, frames=8)}]"
             record.exc_info = None
             record.exc_text = None
         record.msg = cleaned.replace("\n", " | ")

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 MAX_DEPLOYMENT_SERIES = 2000
-ERROR_KINDS = ("invalid", "policy", "secrets", "validation", "refused", "other")
+ERROR_KINDS = ("invalid", "policy", "secrets", "validation", "refused", "internal", "other")
 
 
 class Metrics:
@@ -67,6 +67,13 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.internal_errors = Counter(
+            "gitops_bridge_internal_errors_total",
+            "Unexpected exceptions (a bug or an input the bridge does not handle), by where "
+            "they were contained: deployment, target or cycle. The rest went on.",
+            ["where"],
+            registry=r,
+        )
         self.failing_unlabelled = Gauge(
             "gitops_bridge_deployments_failing_unlabelled",
             f"Failing deployments beyond the first {MAX_DEPLOYMENT_SERIES} series.",
@@ -85,6 +92,9 @@ class Metrics:
 
     def push(self, target: str, outcome: str) -> None:
         self.pushes.labels(target=target, outcome=outcome).inc()
+
+    def internal_error(self, where: str) -> None:
+        self.internal_errors.labels(where=where).inc()
 
     def observe_cycle(self, seconds: float) -> None:
         self.cycle_seconds.observe(seconds)
@@ -125,6 +135,7 @@ def _kind(outcome: Any) -> str:
     if outcome.action == "refused":
         return "refused"
     for kind, needle in (
+        ("internal", ": unexpected "),
         ("policy", "breaks policy"),
         ("validation", "do not validate"),
         ("secrets", "secret"),

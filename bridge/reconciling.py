@@ -58,11 +58,13 @@ from bridge.errors import (
     DeploymentError,
     GitError,
     HistoryRewritten,
+    InternalError,
     LocalCloneBroken,
     PushRejected,
     SecretsError,
+    unexpected,
 )
-from bridge.faults import checkpoint, crash_soon
+from bridge.faults import checkpoint, crash_soon, fault_point
 from bridge.logs import deployment_extra
 from bridge.models import Deployment, Listener
 from bridge.publishing.objects import blob_id
@@ -328,6 +330,11 @@ class Reconciler:
                 except BridgeError as e:
                     opened[target.key] = e
                     continue
+                except Exception as e:  # one target's bug must not stop the others
+                    opened[target.key] = unexpected(
+                        e, f"target {target.namespace}: opening its clone", where="target"
+                    )
+                    continue
                 opened[target.key] = (repo, pool.submit(self._sync_and_preload, repo, target))
             try:
                 return self._cycle_on(owned, opened)
@@ -367,7 +374,7 @@ class Reconciler:
         owned: list[Target],
         opened: dict[str, tuple[Repo, Future[str | None]] | BridgeError],
     ) -> CycleReport:
-        listener, deployments, invalid = self.list_deployments()
+        listener, deployments, invalid = self._list()
         report = CycleReport(outcomes=invalid_as_failed(invalid))
         for error in invalid:
             log.error(
@@ -405,12 +412,47 @@ class Reconciler:
             except BridgeError as e:
                 result.error = e
                 log.error("target %s: %s", target.namespace, e, extra={"target": target.namespace})
+            except Exception as e:
+                # Isolation: whatever one target's tree or remote holds, the other
+                # targets are reconciled (a crash loop would block every team).
+                result.error = self._internal(
+                    e, f"target {target.namespace}", target.key, target=target.namespace
+                )
             finally:
                 # Plans are only reused by this target's push retries: free the
                 # rendered files now (at 10,000 deployments they were ~160 MB).
                 self._plans.clear()
                 self._validated.clear()
         return report
+
+    def _list(self) -> tuple[Listener, Sequence[Deployment], Sequence[DeploymentError]]:
+        """The listing, or ControlPlaneError: whatever goes wrong while reading it
+        (a page the client cannot digest included), this cycle changes nothing."""
+        try:
+            return self.list_deployments()
+        except ControlPlaneError:
+            raise
+        except Exception as e:
+            self.on_event("internal-error", {"where": "cycle"})
+            error = unexpected(e, "reading the control plane's listing", where="cycle")
+            raise ControlPlaneError(
+                error.message,
+                hint="the control plane sent something the bridge does not handle; this cycle "
+                "changed nothing and the next poll lists again. Please report it with this line",
+            ) from e
+
+    def _internal(self, error: Exception, what: str, key: str, **extra: object) -> InternalError:
+        """An unexpected exception of one deployment or target, as an InternalError:
+        logged at error level with its frames once per change (not every cycle),
+        counted in /metrics."""
+        where = "deployment" if "deployment_id" in extra else "target"
+        internal = unexpected(error, what, where=where)
+        self.on_event("internal-error", {"where": where})
+        if self._changed((key, "internal"), internal.message):
+            log.error("%s", internal, exc_info=error, extra=extra)
+        else:
+            log.debug("%s (again)", internal, extra=extra)
+        return internal
 
     # -- one target -------------------------------------------------------------
 
@@ -539,6 +581,7 @@ class Reconciler:
         from bridge.rendering import RenderContext
         from bridge.rendering.naming import folder_names
 
+        fault_point("plan-target", target.namespace)
         cluster = target.cluster or listener.compute_id
         ns_dir = (
             str(PurePosixPath(target.path, cluster, target.namespace))
@@ -636,6 +679,7 @@ class Reconciler:
                 )
                 outcomes.append(outcome)
                 try:
+                    fault_point("plan-deployment", dep.name)
                     planned = self._plan_deployment(
                         dep,
                         names[dep.id],
@@ -648,6 +692,19 @@ class Reconciler:
                     outcome.error = str(e)
                     log.error(
                         "%s", e, extra=deployment_extra(dep.name, dep.id, target=target.namespace)
+                    )
+                    continue
+                except Exception as e:
+                    # Isolation: a deployment the bridge cannot handle fails alone, by
+                    # name and id; the others in this target are still planned.
+                    outcome.action = "failed"
+                    outcome.error = str(
+                        self._internal(
+                            e,
+                            f"deployment {dep.name!r} ({dep.id}): planning",
+                            dep.id,
+                            **deployment_extra(dep.name, dep.id, target=target.namespace),
+                        )
                     )
                     continue
                 if planned is None:

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings, Target
-from bridge.errors import BridgeError, ConfigError, ControlPlaneError, DeploymentError
+from bridge.errors import ConfigError, ControlPlaneError, DeploymentError, unexpected
 from bridge.models import Deployment, Listener
 from bridge.reconciling import CycleReport, Reconciler, Repo
 
@@ -357,6 +357,8 @@ def make_reconciler(
             metrics.commit(str(data["target"]), str(data["kind"]))
         elif name == "push":
             metrics.push(str(data["target"]), str(data["outcome"]))
+        elif name == "internal-error":
+            metrics.internal_error(str(data["where"]))
 
     reconciler = Reconciler(
         settings,
@@ -376,6 +378,9 @@ def make_reconciler(
 
 def write_status(settings: Settings, report: CycleReport, finished: float) -> None:
     """Keep the last cycle's results where `status` finds them (never secrets)."""
+    from bridge.faults import fault_point
+
+    fault_point("write-status")
     workdir = settings.git.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -449,6 +454,10 @@ class Stopper:
             signal.signal(sig, handler)
 
 
+# Unexpected failures of whole cycles back off: 2, 4, 8 ... poll intervals, at most this.
+MAX_BACKOFF = 300.0
+
+
 def run_loop(
     settings: Settings,
     *,
@@ -459,7 +468,9 @@ def run_loop(
     quiet: bool = False,
     log_format: str = "text",
 ) -> int:
-    """`gitops-bridge run`: returns the exit code (SPEC §3)."""
+    """`gitops-bridge run`: returns the exit code (SPEC §3). No input ends the
+    loop: a failure is contained in the deployment, target or cycle it belongs
+    to, logged once per change, and the next cycle tries again."""
     from bridge.metrics import Health, Metrics
 
     # Only a served registry is read: without --listen (a CronJob's `--once`)
@@ -484,54 +495,102 @@ def run_loop(
         metrics=metrics,
         progress=Progress.for_terminal(quiet=quiet, log_format=log_format),
     )
-    last_code = 0
-    last_error_text: str | None = None
+    cycle = _Cycle(settings, reconciler, health, metrics)
     try:
         while True:
-            started = time.time()
-            try:
-                report = reconciler.run_cycle()
-            except ControlPlaneError as e:
-                # Logged once per cycle; the client logged retries at debug level.
-                text = str(e)
-                if text != last_error_text:
-                    log.error("control plane: %s; nothing changed this cycle", e)
-                else:
-                    log.warning("control plane still failing; nothing changed this cycle")
-                last_error_text = text
-                health.cycle_failed(time.time(), "control plane: " + type(e).__name__)
-                if metrics is not None:
-                    metrics.observe_cycle(time.time() - started)
-                last_code = e.exit_code
-                if once:
-                    raise
-            else:
-                last_error_text = None
-                finished = time.time()
-                if metrics is not None:
-                    metrics.observe_cycle(finished - started)
-                    metrics.record_report(report)
-                write_status(settings, report, finished)
-                last_code = report.exit_code()
-                if any(t.error for t in report.targets):
-                    health.cycle_failed(finished, "git: some targets failed")
-                else:
-                    health.cycle_succeeded(finished)
-                # The cycle's own duration, as /metrics observes it: what a
-                # CronJob's log or a benchmark reads without a scrape.
-                log.info(
-                    "%s",
-                    summarize(report),
-                    extra={"event": "cycle", "seconds": round(finished - started, 3)},
-                )
-            if once or stopper.event.is_set():
-                return last_code if once else 0
-            if stopper.event.wait(settings.control_plane.poll_interval):
+            code = cycle.run()
+            if once:
+                if cycle.control_plane_error is not None:
+                    raise cycle.control_plane_error
+                return code
+            if stopper.event.is_set() or stopper.event.wait(cycle.next_wait()):
                 return 0
-    except BridgeError:
-        raise
     finally:
         stopper.restore()
         close()
         if server is not None:
             server.stop()
+
+
+class _Cycle:
+    """One cycle of the loop and what it tells the next: the exit code, the
+    error last logged (logged again only when it changes), the backoff."""
+
+    def __init__(
+        self, settings: Settings, reconciler: Reconciler, health: Any, metrics: Any
+    ) -> None:
+        self.settings = settings
+        self.reconciler = reconciler
+        self.health = health
+        self.metrics = metrics
+        self.control_plane_error: ControlPlaneError | None = None
+        self._last_error_text: str | None = None
+        self._failures = 0  # unexpected failures of whole cycles in a row
+
+    def run(self) -> int:
+        started = time.time()
+        self.control_plane_error = None
+        try:
+            report = self.reconciler.run_cycle()
+            finished = time.time()
+            if self.metrics is not None:
+                self.metrics.observe_cycle(finished - started)
+                self.metrics.record_report(report)
+            write_status(self.settings, report, finished)
+        except ControlPlaneError as e:
+            return self._control_plane_failed(e, started)
+        except Exception as e:
+            return self._cycle_failed(e)
+        self._last_error_text = None
+        self._failures = 0
+        if any(t.error for t in report.targets):
+            self.health.cycle_failed(finished, "git: some targets failed")
+        else:
+            self.health.cycle_succeeded(finished)
+        # The cycle's own duration, as /metrics observes it: what a
+        # CronJob's log or a benchmark reads without a scrape.
+        log.info(
+            "%s",
+            summarize(report),
+            extra={"event": "cycle", "seconds": round(finished - started, 3)},
+        )
+        return report.exit_code()
+
+    def _control_plane_failed(self, e: ControlPlaneError, started: float) -> int:
+        # Logged once per change of the error; the client logged retries at debug level.
+        text = str(e)
+        if text != self._last_error_text:
+            log.error("control plane: %s; nothing changed this cycle", e)
+        else:
+            log.warning("control plane still failing; nothing changed this cycle")
+        self._last_error_text = text
+        self._failures = 0
+        self.health.cycle_failed(time.time(), "control plane: " + type(e).__name__)
+        if self.metrics is not None:
+            self.metrics.observe_cycle(time.time() - started)
+        self.control_plane_error = e
+        return e.exit_code
+
+    def _cycle_failed(self, e: Exception) -> int:
+        """Anything else: a bug, a full disk under the status file. Logged with its
+        frames once per change, counted, and the loop backs off and goes on."""
+        internal = unexpected(e, "the cycle", where="cycle")
+        self._failures += 1
+        wait = self.next_wait()
+        if internal.message != self._last_error_text:
+            log.error("%s; next cycle in %gs", internal, wait, exc_info=e)
+        else:
+            log.warning("the cycle failed again (%s); next cycle in %gs", type(e).__name__, wait)
+        self._last_error_text = internal.message
+        if self.metrics is not None:
+            self.metrics.internal_error("cycle")
+        self.health.cycle_failed(time.time(), f"unexpected {type(e).__name__}")
+        return internal.exit_code
+
+    def next_wait(self) -> float:
+        """The poll interval; after unexpected failures of whole cycles in a row,
+        2, 4, 8 ... times it, at most MAX_BACKOFF (or the interval, if longer)."""
+        interval = self.settings.control_plane.poll_interval
+        if self._failures == 0:
+            return interval
+        return min(interval * 2.0**self._failures, max(MAX_BACKOFF, interval))
