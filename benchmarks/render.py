@@ -41,12 +41,14 @@ def main() -> None:
     from bridge.config import RenderSettings
     from bridge.models import Listener, parse_deployment
     from bridge.redaction import Redacted
-    from bridge.rendering import RenderContext, validation
+    from bridge.rendering import RenderContext
     from bridge.rendering.naming import folder_names
     from bridge.rendering.rendering import render_deployment
-    from bridge.rendering.validation import shutdown_workers, validate_roots
-    from bridge.schemafolders import default_schema_dir
     from bridge.state import STATE_FILE
+    from bridge.validation import kustomize
+    from bridge.validation import roots as validation
+    from bridge.validation.folders import default_schema_dir
+    from bridge.validation.roots import shutdown_workers, validate_roots
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1000)
@@ -55,7 +57,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None, help="roots per kustomize build")
     args = parser.parse_args()
     if args.chunk:
-        validation.CHUNK = args.chunk
+        kustomize.CHUNK = args.chunk
 
     listener = Listener(id="l-1", compute_id="bench", namespaces=("agents",))
     ctx = RenderContext(listener=listener, cluster="bench", settings=RenderSettings())
@@ -119,7 +121,7 @@ def main() -> None:
             figures["validate_total_s"] = round(validate_s, 3)
             figures["validate_ms_per_deployment"] = round(validate_s * 1000 / args.n, 3)
             figures["invalid_roots"] = sum(1 for e in result.values() if e)
-            figures["chunk"] = validation.CHUNK
+            figures["chunk"] = kustomize.CHUNK
             for name, cpu in (
                 ("kustomize", kustomize_cpu),
                 ("bridge", bridge_cpu),
@@ -159,10 +161,11 @@ def _split(root: Path, folders: list[str], validation: Any, schema_dir: Any) -> 
     are warmed first, as a long-running bridge has them)."""
     import yaml
 
-    from bridge.schemas import validate_document
+    from bridge.validation import kustomize
+    from bridge.validation.schemas import validate_document
 
     n = len(folders)
-    chunks = [folders[i : i + validation.CHUNK] for i in range(0, n, validation.CHUNK)]
+    chunks = [folders[i : i + kustomize.CHUNK] for i in range(0, n, kustomize.CHUNK)]
     children = _cpu(resource.RUSAGE_CHILDREN)
     texts = []
     for chunk in chunks:
@@ -201,8 +204,8 @@ def _library_split(paths: list[str], schema_dir: str) -> tuple[float, float]:
     """In a validation worker: CPU of Kustomize's library (build + reading its JSON),
     then of the schema checks, one root after another (the library warmed first).
     process_time counts every thread of the worker, the Go runtime's included."""
-    from bridge.rendering import libkustomize
-    from bridge.schemas import validate_document
+    from bridge.validation import libkustomize
+    from bridge.validation.schemas import validate_document
 
     for doc in libkustomize.build(Path(paths[0])):
         validate_document(doc, schema_dir=Path(schema_dir))

@@ -212,9 +212,10 @@ def validate(
     directory: Path, kubernetes_version: str | None, schema_dir: Path | None, require_schemas: bool
 ) -> None:
     """kustomize build + schema validation of every root in a rendered tree."""
-    from bridge.rendering.validation import check_roots, find_roots, shutdown_workers
-    from bridge.schemafolders import find_schema_dir
-    from bridge.schemas import DEFAULT_KUBERNETES_VERSION
+    from bridge.validation.folders import find_schema_dir
+    from bridge.validation.kustomize import find_roots
+    from bridge.validation.roots import check_roots, shutdown_workers
+    from bridge.validation.schemas import DEFAULT_KUBERNETES_VERSION
 
     roots = find_roots(directory)
     if not roots:
@@ -292,7 +293,7 @@ def schemas() -> None:
 )
 def schemas_import(crd_files: tuple[Path, ...], out_dir: Path, ignore_other_kinds: bool) -> None:
     """JSON schemas from CustomResourceDefinition YAML files: one file per served version."""
-    from bridge.crdschemas import schema_files, write_schema_files
+    from bridge.validation.crds import schema_files, write_schema_files
 
     files = schema_files(list(crd_files), ignore_other_kinds=ignore_other_kinds)
     written = write_schema_files(files, out_dir)

@@ -148,7 +148,7 @@ class RenderSettings:
     n_jobs_per_worker: int = 10
     kubernetes_version: str = "1.33"
     # JSON Schemas of custom resources (`gitops-bridge schemas import`); None:
-    # the fallbacks of bridge.schemafolders.find_schema_dir. Out of repr: the input
+    # the fallbacks of bridge.validation.folders.find_schema_dir. Out of repr: the input
     # digest in every state file includes repr(RenderSettings), and where the
     # schemas are changes what is checked, not what is rendered (a new field in
     # the repr would rewrite every state file once, a commit per deployment).

@@ -28,7 +28,7 @@ from bridge.models import Deployment, Listener
 from bridge.reconciling import CycleReport, Reconciler, Repo
 
 if TYPE_CHECKING:
-    from bridge.rendering.validation import RootCheck
+    from bridge.validation.objects import RootCheck
 
 log = logging.getLogger("bridge.run")
 STATUS_FILE = "status.json"
@@ -76,8 +76,8 @@ class Validator:
         """Writing to tmpfs failed (full since it was measured): use the temp dir."""
 
     def __init__(self, settings: Settings) -> None:
-        from bridge.rendering import libkustomize
-        from bridge.schemafolders import find_schema_dir
+        from bridge.validation import libkustomize
+        from bridge.validation.folders import find_schema_dir
 
         self.settings = settings
         libkustomize.wanted()  # a mistyped BRIDGE_KUSTOMIZE stops the bridge at start
@@ -96,7 +96,7 @@ class Validator:
     def _check_in(
         self, parent: str | None, roots: dict[str, dict[str, bytes]]
     ) -> dict[str, list[str]]:
-        from bridge.rendering.validation import check_roots
+        from bridge.validation.roots import check_roots
 
         try:
             scratch = tempfile.TemporaryDirectory(prefix=_scratch_prefix(), dir=parent)
@@ -208,7 +208,7 @@ class ValidationRun:
         self._checker.add([folder])
 
     def _open(self) -> None:
-        from bridge.rendering.validation import RootChecker
+        from bridge.validation.roots import RootChecker
 
         parent = Validator.scratch_parent({}, expected=self._expected)
         remove_stale_scratch(Path(parent or tempfile.gettempdir()))

@@ -1,5 +1,5 @@
 """`gitops-bridge schemas import`: JSON schemas from CRD YAML, in the layout
-`bridge.schemas` reads, that really reject wrong custom resources.
+`bridge.validation.schemas` reads, that really reject wrong custom resources.
 
 The CRDs are hand-made (tests/crds), so all of this runs in a fresh clone with
 no ../shared beside it; one test compares with ../shared/schemas where present.
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.crdschemas import schema_files, write_schema_files
 from bridge.errors import ConfigError
-from bridge.schemas import validate_document
+from bridge.validation.crds import schema_files, write_schema_files
+from bridge.validation.schemas import validate_document
 from tests.crds import crd_files
 
 pytestmark = pytest.mark.quick

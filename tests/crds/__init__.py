@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.crdschemas import schema_files, write_schema_files
+from bridge.validation.crds import schema_files, write_schema_files
 
 CRDS = Path(__file__).parent
 

@@ -34,8 +34,8 @@ import yaml
 
 from bridge.approvals import APPROVAL_FILE, APPROVAL_FOLDER, HELD_FILE
 from bridge.bootstrapping import bootstrap_manifests
-from bridge.schemas import validate_document
 from bridge.state import STATE_FILE
+from bridge.validation.schemas import validate_document
 from tests.examples.go_glob import BadPatternError, filter_apps, go_path_match, repo_directories
 from tests.examples.repo_tree import (
     MANAGED_BY,

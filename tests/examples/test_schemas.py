@@ -2,7 +2,7 @@
 
 Custom resources are checked against ../shared/schemas (Argo CD, Flux source
 and kustomize toolkits), core kinds with kubernetes-validate, both through
-`bridge.schemas.validate_document(strict=True)`. A document no schema could
+`bridge.validation.schemas.validate_document(strict=True)`. A document no schema could
 check (`unchecked`) is a failure, not a pass.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bridge.bootstrapping import bootstrap_manifests
-from bridge.schemas import validate_document
+from bridge.validation.schemas import validate_document
 from tests.examples.support import EXAMPLES, base_config, settings_from, write_config
 
 CONFIG_NAME = "bridge.yaml"  # example bridge configurations, not Kubernetes objects

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.rendering.validation import kustomize_build, validate_objects
+from bridge.validation.kustomize import kustomize_build
+from bridge.validation.objects import validate_objects
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

@@ -63,8 +63,8 @@ def test_a_fresh_clone_passes_its_quick_tests_alone(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import bridge, bridge.schemafolders; "
-            "print(bridge.__file__); print(bridge.schemafolders.default_schema_dir())",
+            "import bridge, bridge.validation.folders; "
+            "print(bridge.__file__); print(bridge.validation.folders.default_schema_dir())",
         ],
         clone,
         env,

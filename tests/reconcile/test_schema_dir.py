@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bridge import running
-from bridge.crdschemas import schema_files, write_schema_files
+from bridge.validation.crds import schema_files, write_schema_files
 from tests.crds import CRDS
 from tests.reconcile.world import World, make_world
 

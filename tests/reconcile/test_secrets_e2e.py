@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from bridge.commits import parse
-from bridge.schemafolders import default_schema_dir
-from bridge.schemas import validate_document
 from bridge.state import STATE_FILE, DeploymentState
+from bridge.validation.folders import default_schema_dir
+from bridge.validation.schemas import validate_document
 from tests.leakscan import scan_repo, scan_text
 from tests.reconcile.world import World, git, make_world
 from tests.secrets.test_sealed import Controller

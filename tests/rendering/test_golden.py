@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.rendering.validation import check_roots, validate_roots
-from bridge.schemafolders import default_schema_dir
+from bridge.validation.folders import default_schema_dir
+from bridge.validation.roots import check_roots, validate_roots
 from tests.rendering.support import CASES, load_case, render_case, write_plain
 
 pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
@@ -62,7 +62,7 @@ def test_every_case_builds_and_validates(tmp_path: Path, crd_schema_dir: Path) -
 
 
 def test_hostile_strings_survive_kustomize(tmp_path: Path) -> None:
-    from bridge.rendering.validation import kustomize_build
+    from bridge.validation.kustomize import kustomize_build
 
     _dep, rendered, folder = render_case("hostile-strings")
     write_plain(rendered, tmp_path / folder)

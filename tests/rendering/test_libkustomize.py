@@ -33,14 +33,17 @@ import pytest
 from bridge.errors import ConfigError
 from bridge.models import parse_deployment
 from bridge.redaction import Redacted
-from bridge.rendering import libkustomize, validation
 from bridge.rendering.naming import folder_name
 from bridge.rendering.rendering import render_deployment
-from bridge.rendering.validation import RootCheck, check_roots, kustomize_build
-from bridge.schemafolders import default_schema_dir
 from bridge.secrets.sealed import SealedSecretsSealer
 from bridge.secrets.sops import SopsSealer
 from bridge.state import STATE_FILE
+from bridge.validation import libkustomize
+from bridge.validation import roots as validation
+from bridge.validation.folders import default_schema_dir
+from bridge.validation.kustomize import kustomize_build
+from bridge.validation.objects import RootCheck
+from bridge.validation.roots import check_roots
 from tests.rendering.support import CASES, load_case, render_case, write_plain
 from tests.rendering.test_validation_parallel import write_roots
 from tests.rendering.test_validator_scratch import settings

@@ -1,6 +1,6 @@
 """The fastjsonschema fast path and jsonschema agree on valid/invalid.
 
-`bridge.schemas` asks jsonschema only about objects the fast check rejects,
+`bridge.validation.schemas` asks jsonschema only about objects the fast check rejects,
 so a fast check that accepted an invalid object would weaken validation, and
 one that rejected a valid object would cost time. Both are checked here over
 every golden file under tests/rendering/cases and every example manifest
@@ -24,9 +24,9 @@ import jsonschema
 import pytest
 import yaml
 
-from bridge import schemas
-from bridge.schemafolders import default_schema_dir
-from bridge.schemas import DEFAULT_KUBERNETES_VERSION, validate_document
+from bridge.validation import schemas
+from bridge.validation.folders import default_schema_dir
+from bridge.validation.schemas import DEFAULT_KUBERNETES_VERSION, validate_document
 
 CASES = Path(__file__).parent / "cases"
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -15,18 +15,15 @@ import pytest
 
 from bridge.config import RenderSettings
 from bridge.models import Listener, parse_deployment
-from bridge.rendering import RenderContext, validation
+from bridge.rendering import RenderContext
 from bridge.rendering.naming import folder_names
 from bridge.rendering.rendering import render_deployment
-from bridge.rendering.validation import (
-    build_roots,
-    check_roots,
-    shutdown_workers,
-    validate_objects,
-    validate_roots,
-)
-from bridge.schemafolders import default_schema_dir
 from bridge.state import STATE_FILE
+from bridge.validation import roots as validation
+from bridge.validation.folders import default_schema_dir
+from bridge.validation.kustomize import build_roots
+from bridge.validation.objects import validate_objects
+from bridge.validation.roots import check_roots, shutdown_workers, validate_roots
 
 NS = "agents"
 LISTENER = Listener(id="l-1", compute_id="c", namespaces=(NS,))

@@ -17,10 +17,10 @@ from cryptography.x509.oid import NameOID
 
 from bridge.config import SecretsSettings
 from bridge.errors import ConfigError
-from bridge.schemafolders import default_schema_dir
-from bridge.schemas import validate_document
 from bridge.secrets.providers import make_sealer
 from bridge.secrets.sealed import Scope, SealedSecretsSealer
+from bridge.validation.folders import default_schema_dir
+from bridge.validation.schemas import validate_document
 from tests.leakscan import scan_text
 from tests.secrets.plans import VALUES, make_plan
 

@@ -15,9 +15,9 @@ import yaml
 from bridge import canonical_yaml
 from bridge.config import SecretsSettings
 from bridge.errors import ConfigError, SecretsError
-from bridge.schemas import validate_document
 from bridge.secrets.providers import make_sealer
 from bridge.secrets.sops import SopsSealer, sops_binary_path
+from bridge.validation.schemas import validate_document
 from tests.leakscan import scan_text
 from tests.secrets.plans import VALUES, make_plan
 from tests.sopstools import new_identity, sops_decrypt_raw

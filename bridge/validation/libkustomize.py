@@ -15,7 +15,7 @@ Where: only in the validation worker processes (spawned, never forked), never
 in the bridge process. A Go runtime that dies (a fatal error, or a panic the
 library does not recover) then ends one worker, not the bridge; the caller
 sees the pool broken and goes on with `kubectl kustomize`
-(bridge/rendering/validation.py). Each worker builds one root at a time:
+(bridge/validation/roots.py). Each worker builds one root at a time:
 Kustomize's build mutates package-global state and two builds at once in one
 process can die with "concurrent map read and map write"
 (kubernetes-sigs/kustomize#3659; Flux serializes its builds with a mutex for

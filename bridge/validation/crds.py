@@ -3,7 +3,7 @@
 `gitops-bridge schemas import CRD_FILE... --out DIR` reads multi-document YAML
 files, takes the `openAPIV3Schema` of every served version of every
 CustomResourceDefinition in them, and writes one JSON Schema per kind and
-version in the kubeconform layout that `bridge.schemas` reads (and kubeconform
+version in the kubeconform layout that `bridge.validation.schemas` reads (and kubeconform
 itself can use): `<group>/<kind in lower case>_<version>.json`.
 
 The conversion changes as little as possible, the same way as the schemas in
@@ -17,7 +17,7 @@ that one are interchangeable, byte for byte for the same CRD:
 * `x-kubernetes-int-or-string: true` with neither `type` nor `anyOf` (allowed in
   a structural schema, and then JSON Schema would accept anything) gets
   `anyOf: [{type: integer}, {type: string}]`, which is what controller-gen writes;
-* no `additionalProperties: false` is added: `bridge.schemas` makes schemas
+* no `additionalProperties: false` is added: `bridge.validation.schemas` makes schemas
   strict in memory, respecting `x-kubernetes-preserve-unknown-fields`.
 
 Output is `json.dumps(sort_keys=True, indent=2, ensure_ascii=False)` plus a

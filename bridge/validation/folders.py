@@ -1,5 +1,5 @@
 """Which folder of custom-resource schemas to use (README, "Validating custom
-resources"). Apart from bridge.schemas so that finding the folder, which every
+resources"). Apart from bridge.validation.schemas so that finding the folder, which every
 `run` does at start, does not import jsonschema (~70 ms), which only a cycle
 with something to validate needs.
 """
