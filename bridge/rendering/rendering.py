@@ -13,94 +13,31 @@ only on their own sizes and the names, so a new revision never restarts them.
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import canonical_yaml
-from bridge.errors import InvalidDeployment
 from bridge.models import Deployment, FrozenDict, ResourceSpec, SecretPlan, thaw
 from bridge.redaction import Redacted
-from bridge.rendering import RenderContext, templates
-from bridge.rendering.naming import LABEL, MAX_NAME, NAMESPACE
-from bridge.rendering.templates import templates_digest
+from bridge.rendering import RenderContext, edges
+from bridge.rendering.checks import check_deployment
+from bridge.rendering.templates import (
+    SYNC_WAVE,
+    WAVE_APP,
+    WAVE_DATA,
+    WAVE_SECRETS,
+    defaults,
+    template,
+    templates_digest,
+)
 
 MANAGED_BY = "langsmith-gitops-bridge"
 DEPLOYMENT_ID_LABEL = "langsmith.com/deployment-id"
 REVISION_ANNOTATION = "langsmith.com/revision-id"
-SYNC_WAVE = "argocd.argoproj.io/sync-wave"
-# Argo CD applies lower waves first: Secrets, then the data stores, then the
-# app, then what points at the app. Flux ignores the annotation.
-WAVE_SECRETS, WAVE_DATA, WAVE_APP, WAVE_EDGE = "-2", "-1", "0", "1"
 
 ENV_FILE = "secret-env.yaml"
 POSTGRES_FILE = "secret-postgres.yaml"
-
-# Names the control plane injects or rejects (reference/control-plane-api.md).
-RESERVED_ENV = frozenset(
-    """LANGCHAIN_TRACING_V2 LANGSMITH_TRACING_V2 LANGCHAIN_ENDPOINT LANGCHAIN_PROJECT
-    LANGSMITH_PROJECT LANGSMITH_LANGGRAPH_GIT_REPO LANGGRAPH_GIT_REPO_PATH LANGCHAIN_API_KEY
-    LANGSMITH_CONTROL_PLANE_API_KEY POSTGRES_URI POSTGRES_PASSWORD DATABASE_URI
-    LANGSMITH_LANGGRAPH_GIT_REF LANGSMITH_LANGGRAPH_GIT_REF_SHA LANGGRAPH_AUTH_TYPE
-    LANGSMITH_AUTH_ENDPOINT LANGSMITH_TENANT_ID LANGSMITH_AUTH_VERIFY_TENANT_ID
-    LANGSMITH_HOST_PROJECT_ID LANGSMITH_HOST_PROJECT_NAME LANGSMITH_HOST_REVISION_ID LOG_JSON
-    LOG_DICT_TRACEBACKS REDIS_URI LANGCHAIN_CALLBACKS_BACKGROUND DD_TRACE_PSYCOPG_ENABLED
-    DD_TRACE_REDIS_ENABLED LANGSMITH_DEPLOYMENT_NAME LANGGRAPH_CLOUD_LICENSE_KEY
-    N_JOBS_PER_WORKER""".split()
-)
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# A docker reference: [registry[:port]/]path[:tag][@sha256:digest], path lowercase.
-_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-IMAGE = re.compile(
-    r"^(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)/)?"
-    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
-# Sizes beyond these are typos, not intentions (a pod of 1000 cores exists nowhere).
-MAX_CPU = 512.0
-MAX_MEMORY_MB = 16 * 1024 * 1024
-MAX_REPLICAS = 10_000
-MAX_STORAGE_GI = 64 * 1024
-
-
-# Templates are plain YAML data (dicts, lists, immutable scalars), copied for
-# every object of every render: a copy that knows that is ~4x cheaper than
-# copy.deepcopy, which was half of the render time left after canonical_yaml.
-
-
-def _copy(value: Any) -> Any:
-    kind = type(value)
-    if kind is dict:
-        return {k: _copy(v) for k, v in value.items()}
-    if kind is list:
-        return [_copy(v) for v in value]
-    return value
-
-
-@functools.cache
-def _pristine(rel: str, kind: str) -> dict[str, Any]:
-    return templates.template(rel, kind)
-
-
-@functools.cache
-def _pristine_defaults() -> dict[str, Any]:
-    return templates.defaults()
-
-
-def template(rel: str, kind: str) -> dict[str, Any]:
-    """A private copy of a template object (see bridge.rendering.templates)."""
-    copied: dict[str, Any] = _copy(_pristine(rel, kind))
-    return copied
-
-
-def defaults() -> dict[str, Any]:
-    copied: dict[str, Any] = _copy(_pristine_defaults())
-    return copied
 
 
 @dataclass(frozen=True)
@@ -191,7 +128,7 @@ def render_deployment(
     postgres_password: Redacted | None = None,
 ) -> Rendered:
     """The files of `<cluster>/<namespace>/<name>/` for one deployment."""
-    _check(dep, ctx, name)
+    check_deployment(dep, ctx, name)
     r = _Renderer(dep, ctx, name, postgres_password)
     return r.render()
 
@@ -208,156 +145,6 @@ def render_namespace_kustomization(folders: list[str]) -> bytes:
 
 
 # --- validation of the input ------------------------------------------------------
-
-
-def _fail(dep: Deployment, message: str, hint: str | None = None) -> InvalidDeployment:
-    return InvalidDeployment(
-        message, deployment_id=dep.id, deployment_name=dep.name, hint=hint or "fix it in LangSmith"
-    )
-
-
-def _check(dep: Deployment, ctx: RenderContext, name: str) -> None:
-    if not LABEL.match(name) or len(name) > MAX_NAME:
-        raise _fail(dep, f"folder name {name!r} is not a DNS-1123 label of at most {MAX_NAME}")
-    ns = dep.namespace
-    if not ns:
-        raise _fail(dep, "has no source_config.listener_config.k8s_namespace")
-    if not NAMESPACE.match(ns) or len(ns) > 63:
-        raise _fail(dep, f"namespace {ns!r} is not a valid Kubernetes namespace name")
-    if ns not in ctx.listener.namespaces:
-        raise _fail(
-            dep,
-            f"namespace {ns!r} is not one of the listener's namespaces "
-            f"{sorted(ctx.listener.namespaces)}",
-            hint="add it to the listener's k8s_namespaces, or move the deployment",
-        )
-    image = dep.image_uri
-    if not image:
-        raise _fail(dep, "has no source_revision_config.image_uri")
-    if len(image) > 512 or not IMAGE.match(image):
-        raise _fail(
-            dep,
-            f"image_uri {image!r} is not a valid image reference "
-            "([registry/]repository[:tag][@sha256:digest], repository lowercase)",
-        )
-    seen: set[str] = set()
-    for s in dep.secrets:
-        _check_env_name(dep, s.name, "secrets")
-        if s.name in seen:
-            raise _fail(dep, f"secrets[] sets {s.name!r} twice")
-        seen.add(s.name)
-    for ref in dep.secret_references:
-        _check_env_name(dep, ref.name, "secret_references")
-        if ref.name in seen:
-            raise _fail(dep, f"secret_references[] sets {ref.name!r}, which is already set")
-        seen.add(ref.name)
-        if not DNS_SUBDOMAIN.match(ref.secret_name) or len(ref.secret_name) > 253:
-            raise _fail(dep, f"secret_references[{ref.name}].secret_name is not a Secret name")
-        if not SECRET_KEY.match(ref.secret_key):
-            raise _fail(dep, f"secret_references[{ref.name}].secret_key is not a valid key")
-    _check_sizes(dep, dep.resource_spec)
-    for field_name in ("service_account_name",):
-        value = getattr(dep.resource_spec, field_name)
-        if value is not None and (not DNS_SUBDOMAIN.match(value) or len(value) > 253):
-            raise _fail(dep, f"resource_spec.{field_name} {value!r} is not a valid name")
-    for secret_name in dep.resource_spec.image_pull_secrets:
-        if not DNS_SUBDOMAIN.match(secret_name):
-            raise _fail(
-                dep, f"resource_spec.image_pull_secrets has an invalid name {secret_name!r}"
-            )
-    for kind, items in (
-        ("init_containers", dep.resource_spec.init_containers),
-        ("sidecars", dep.resource_spec.sidecars),
-        ("volumes", dep.resource_spec.volumes),
-    ):
-        names = [str(i.get("name", "")) for i in items]
-        for n in names:
-            if not LABEL.match(n) and not NAMESPACE.match(n):
-                raise _fail(dep, f"resource_spec.{kind} has an invalid name {n!r}")
-        if len(set(names)) != len(names):
-            raise _fail(dep, f"resource_spec.{kind} has duplicate names")
-    for c in (*dep.resource_spec.init_containers, *dep.resource_spec.sidecars):
-        if not isinstance(c.get("image"), str) or not c.get("image"):
-            raise _fail(dep, f"container {c.get('name')!r} in resource_spec has no image")
-        if c.get("name") in ("api-server", "queue-worker"):
-            raise _fail(dep, f"container name {c.get('name')!r} is reserved for the Agent Server")
-    for key in (*dep.resource_spec.labels, *dep.resource_spec.annotations):
-        if not re.match(
-            r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", key
-        ):
-            raise _fail(dep, f"resource_spec label/annotation key {key!r} is not valid")
-    for value in dep.resource_spec.labels.values():
-        if not isinstance(value, str) or not re.match(
-            r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$", value
-        ):
-            raise _fail(dep, f"resource_spec.labels value {value!r} is not a valid label value")
-
-
-def _check_env_name(dep: Deployment, env: str, where: str) -> None:
-    if not ENV_NAME.match(env):
-        raise _fail(dep, f"{where}[] name {env!r} is not a valid environment variable name")
-    if env in RESERVED_ENV:
-        raise _fail(
-            dep,
-            f"{where}[] sets {env!r}, which the platform sets itself",
-            hint="remove it from the deployment's secrets in LangSmith",
-        )
-
-
-def _check_sizes(dep: Deployment, spec: ResourceSpec) -> None:
-    for attr in (
-        "min_scale",
-        "max_scale",
-        "queue_min_scale",
-        "queue_max_scale",
-    ):
-        v = getattr(spec, attr)
-        if v is not None and not 0 <= v <= MAX_REPLICAS:
-            raise _fail(dep, f"resource_spec.{attr} = {v} is out of range 0..{MAX_REPLICAS}")
-    for lo, hi in (("min_scale", "max_scale"), ("queue_min_scale", "queue_max_scale")):
-        a, b = getattr(spec, lo), getattr(spec, hi)
-        if a is not None and b is not None and b < a:
-            raise _fail(dep, f"resource_spec.{hi} ({b}) is less than {lo} ({a})")
-    for attr in ("cpu", "cpu_limit", "queue_cpu", "queue_cpu_limit", "db_cpu", "db_cpu_limit"):
-        v = getattr(spec, attr)
-        if v is not None and not 0 < v <= MAX_CPU:
-            raise _fail(dep, f"resource_spec.{attr} = {v:g} is out of range (0, {MAX_CPU:g}] cores")
-    for attr in ("redis_cpu", "redis_cpu_limit"):
-        v = getattr(spec, attr)
-        if v is not None and not 0 < v <= MAX_CPU:
-            raise _fail(dep, f"resource_spec.{attr} = {v:g} is out of range (0, {MAX_CPU:g}] cores")
-    for attr in (
-        "memory_mb",
-        "memory_limit_mb",
-        "queue_memory_mb",
-        "queue_memory_limit_mb",
-        "db_memory_mb",
-        "db_memory_limit_mb",
-        "redis_memory_mb",
-        "redis_memory_limit_mb",
-    ):
-        v = getattr(spec, attr)
-        if v is not None and not 0 < v <= MAX_MEMORY_MB:
-            raise _fail(dep, f"resource_spec.{attr} = {v} is out of range (0, {MAX_MEMORY_MB}] MiB")
-    if spec.db_storage_gi is not None and not 0 < spec.db_storage_gi <= MAX_STORAGE_GI:
-        raise _fail(dep, f"resource_spec.db_storage_gi = {spec.db_storage_gi} is out of range")
-    if spec.db_max_connections is not None and not 1 <= spec.db_max_connections <= 100_000:
-        raise _fail(
-            dep, f"resource_spec.db_max_connections = {spec.db_max_connections} is out of range"
-        )
-    for req, lim in (
-        ("cpu", "cpu_limit"),
-        ("memory_mb", "memory_limit_mb"),
-        ("queue_cpu", "queue_cpu_limit"),
-        ("queue_memory_mb", "queue_memory_limit_mb"),
-        ("db_cpu", "db_cpu_limit"),
-        ("db_memory_mb", "db_memory_limit_mb"),
-        ("redis_cpu", "redis_cpu_limit"),
-        ("redis_memory_mb", "redis_memory_limit_mb"),
-    ):
-        a, b = getattr(spec, req), getattr(spec, lim)
-        if a is not None and b is not None and b < a:
-            raise _fail(dep, f"resource_spec.{lim} ({b:g}) is less than {req} ({a:g})")
 
 
 # --- rendering ----------------------------------------------------------------------
@@ -430,13 +217,13 @@ class _Renderer:
             files["postgres.yaml"] = [self._postgres(), self._service("postgres", self.postgres)]
         if self.own_redis:
             files["redis.yaml"] = [self._redis(), self._service("redis", self.redis)]
-        scaled = self._autoscaling()
+        scaled = edges.autoscaling(self)
         if scaled:
             files["autoscaling.yaml"] = scaled
-        route = self._httproute()
+        route = edges.httproute(self)
         if route is not None:
             files["httproute.yaml"] = [route]
-        pdbs = self._pdbs()
+        pdbs = edges.pdbs(self)
         if pdbs:
             files["pdb.yaml"] = pdbs
         secrets = self._secret_plans()
@@ -694,101 +481,6 @@ class _Renderer:
         return obj
 
     # -- optional components
-    def _scaled_object(
-        self, name: str, target: str, component: str, sizes: Sizes, queue: bool
-    ) -> dict[str, Any]:
-        a = self.d["autoscaling"]
-        obj = template("overlays/components/autoscaling/scaledobject.yaml", "ScaledObject")
-        obj["metadata"] = self.metadata(name, component, WAVE_EDGE)
-        spec = obj["spec"]
-        spec["scaleTargetRef"]["name"] = target
-        spec["minReplicaCount"] = sizes.replicas_min
-        spec["maxReplicaCount"] = sizes.replicas_max
-        spec["pollingInterval"] = int(a["pollingInterval"])
-        spec["cooldownPeriod"] = int(a["cooldownPeriod"])
-        spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
-            "stabilizationWindowSeconds"
-        ] = int(a["scaleDownStabilizationSeconds"])
-        triggers: list[dict[str, Any]] = [
-            {
-                "type": "cpu",
-                "metricType": "Utilization",
-                "metadata": {"value": str(a["cpuUtilization"])},
-            }
-        ]
-        if queue:
-            jobs = str(self.ctx.settings.n_jobs_per_worker)
-            triggers.append(
-                {
-                    "type": "postgresql",
-                    "metadata": {
-                        "connectionFromEnv": "POSTGRES_URI"
-                        if self.own_postgres
-                        else "POSTGRES_URI_CUSTOM",
-                        "query": str(a["pendingRunsQuery"]),
-                        "targetQueryValue": jobs,
-                        "activationTargetQueryValue": jobs,
-                    },
-                }
-            )
-        else:
-            triggers.append(
-                {
-                    "type": "memory",
-                    "metricType": "Utilization",
-                    "metadata": {"value": str(a["memoryUtilization"])},
-                }
-            )
-        spec["triggers"] = triggers
-        return obj
-
-    def _autoscaling(self) -> list[dict[str, Any]]:
-        out = []
-        app = self.app_sizes(False)
-        if app.replicas_max > app.replicas_min:
-            out.append(self._scaled_object(self.name, self.name, "agent-server", app, False))
-        queue = self.app_sizes(True)
-        if queue.replicas_max > queue.replicas_min:
-            out.append(self._scaled_object(self.queue, self.queue, "queue-worker", queue, True))
-        return out
-
-    def _httproute(self) -> dict[str, Any] | None:
-        gw = self.ctx.settings.gateway
-        if gw is None:
-            return None
-        obj = template("overlays/components/httproute/httproute.yaml", "HTTPRoute")
-        obj["metadata"] = self.metadata(self.name, "agent-server", WAVE_EDGE)
-        parent: dict[str, Any] = {
-            "group": "gateway.networking.k8s.io",
-            "kind": "Gateway",
-            "name": gw.name,
-            "namespace": gw.namespace,
-        }
-        if gw.section_name:
-            parent["sectionName"] = gw.section_name
-        host, path = gw.hostname.replace("{name}", self.name), gw.path_prefix or "/"
-        if self.dep.custom_url:
-            host, path = _split_url(self.dep.custom_url, host, path)
-        spec = obj["spec"]
-        spec["parentRefs"] = [parent]
-        spec["hostnames"] = [host]
-        rule = spec["rules"][0]
-        rule["matches"] = [{"path": {"type": "PathPrefix", "value": path}}]
-        rule["backendRefs"][0]["name"] = self.name
-        return obj
-
-    def _pdbs(self) -> list[dict[str, Any]]:
-        out = []
-        for component, name, sizes in (
-            ("agent-server", self.name, self.app_sizes(False)),
-            ("queue-worker", self.queue, self.app_sizes(True)),
-        ):
-            if sizes.replicas_min > 1:
-                obj = template("overlays/components/pdb/pdb.yaml", "PodDisruptionBudget")
-                obj["metadata"] = self.metadata(name, component, WAVE_EDGE)
-                obj["spec"]["selector"] = {"matchLabels": self.selector(component)}
-                out.append(obj)
-        return out
 
     # -- secrets
     def _secret_plans(self) -> list[SecretPlan]:
@@ -831,15 +523,3 @@ class _Renderer:
             annotations=FrozenDict(meta["annotations"]),
             data=data,
         )
-
-
-def _split_url(url: str, default_host: str, default_path: str) -> tuple[str, str]:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url if "://" in url else f"https://{url}")
-    except ValueError:
-        return default_host, default_path
-    host = (parts.hostname or default_host).lower()
-    path = parts.path or default_path
-    return host, path
