@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    from bridge import canonical_yaml
     from bridge.config import RenderSettings
+    from bridge.formats import canonical_yaml
     from bridge.models import Listener, parse_deployment
     from bridge.redaction import Redacted
     from bridge.rendering import RenderContext

@@ -40,8 +40,8 @@ from bridge.approvals import (
     parse_approval,
     safe_text,
 )
-from bridge.commits import parse
 from bridge.config import Settings, Target
+from bridge.formats.commits import parse
 from bridge.publishing.history import (
     CommitRecord,
     last_author,

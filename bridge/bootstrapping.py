@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from bridge import canonical_yaml
 from bridge.config import DNS_LABEL, Settings, Target
 from bridge.errors import ConfigError
+from bridge.formats import canonical_yaml
 from bridge.state import STATE_FILE
 
 log = logging.getLogger("bridge.bootstrapping")

@@ -21,8 +21,8 @@ from typing import Any
 
 import click
 
-from bridge.canonical_yaml import dumps
 from bridge.config import load_settings
+from bridge.formats.canonical_yaml import dumps
 from bridge.logs import register_secret
 from bridge.running import make_reconciler, summarize, write_status
 

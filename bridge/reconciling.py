@@ -50,7 +50,6 @@ from bridge.approvals import (
     parse_approval,
     safe_text,
 )
-from bridge.commits import CommitInfo
 from bridge.config import Settings, Target
 from bridge.errors import (
     BridgeError,
@@ -65,6 +64,7 @@ from bridge.errors import (
     unexpected,
 )
 from bridge.faults import checkpoint, crash_soon, fault_point
+from bridge.formats.commits import CommitInfo
 from bridge.logs import deployment_extra
 from bridge.models import Deployment, Listener
 from bridge.publishing.objects import blob_id
@@ -640,7 +640,7 @@ class Reconciler:
         }
 
         def shared_files(folders: set[str]) -> dict[str, bytes]:
-            from bridge.provenance import target_readme
+            from bridge.formats.readme import target_readme
             from bridge.rendering.rendering import render_namespace_kustomization
 
             wanted = {
@@ -1072,7 +1072,7 @@ class Reconciler:
         folder_path: str,
     ) -> tuple[str, dict[str, bytes], DeploymentState] | None:
         """None when nothing changed; else (commit kind, folder files, new state)."""
-        from bridge.policy import check_policy
+        from bridge.reconcile.policy import check_policy
         from bridge.rendering import RenderContext
         from bridge.rendering.rendering import input_fingerprint, render_deployment
         from bridge.secrets.digests import input_digest, secret_digest

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge import canonical_yaml
+from bridge.formats import canonical_yaml
 from bridge.models import Deployment, FrozenDict, ResourceSpec, SecretPlan, thaw
 from bridge.redaction import Redacted
 from bridge.rendering import RenderContext, edges

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bridge import canonical_yaml
 from bridge.errors import ConfigError
+from bridge.formats import canonical_yaml
 from bridge.models import SecretPlan
 
 Scope = Literal["strict", "namespace-wide", "cluster-wide"]

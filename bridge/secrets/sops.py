@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bridge import canonical_yaml
 from bridge.errors import ConfigError, SecretsError
+from bridge.formats import canonical_yaml
 from bridge.models import SecretPlan
 
 ENCRYPTED_REGEX = "^(data|stringData)$"

@@ -12,7 +12,7 @@ from bridge.approvals import (
     parse_approval,
     safe_text,
 )
-from bridge.commits import TRAILER_KEYS, CommitInfo, parse
+from bridge.formats.commits import TRAILER_KEYS, CommitInfo, parse
 
 A = "7d1c2a4e-0000-4000-8000-000000000001"
 B = "7d1c2a4e-0000-4000-8000-000000000002"

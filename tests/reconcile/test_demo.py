@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.commits import parse
+from bridge.formats.commits import parse
 from tests.leakscan import scan_repo, scan_text
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from bridge.config import PolicySettings
 from bridge.models import Deployment, ResourceSpec
-from bridge.policy import check_policy, registry_allowed
+from bridge.reconcile.policy import check_policy, registry_allowed
 from tests.reconcile.world import World, make_world
 
 DIGEST = "sha256:" + "b" * 64

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.commits import parse
+from bridge.formats.commits import parse
 from bridge.state import STATE_FILE, DeploymentState
 from bridge.validation.folders import default_schema_dir
 from bridge.validation.schemas import validate_document

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.canonical_yaml import dumps
 from bridge.config import Settings, load_settings
 from bridge.controlplane.client import deployment_request
+from bridge.formats.canonical_yaml import dumps
 from bridge.reconciling import CycleReport
 from tests.sopstools import new_identity
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.canonical_yaml import dumps
-from bridge.commits import parse
+from bridge.formats.canonical_yaml import dumps
+from bridge.formats.commits import parse
 from bridge.state import STATE_FILE
 from tests.gitservers import git
 from tests.reconcile.world import World

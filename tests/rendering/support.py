@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bridge import canonical_yaml
 from bridge.config import GatewaySettings, RenderSettings
+from bridge.formats import canonical_yaml
 from bridge.models import Deployment, Listener, parse_deployment
 from bridge.rendering import RenderContext
 from bridge.rendering.naming import folder_name

@@ -12,9 +12,9 @@ import pyrage
 import pytest
 import yaml
 
-from bridge import canonical_yaml
 from bridge.config import SecretsSettings
 from bridge.errors import ConfigError, SecretsError
+from bridge.formats import canonical_yaml
 from bridge.secrets.providers import make_sealer
 from bridge.secrets.sops import SopsSealer, sops_binary_path
 from bridge.validation.schemas import validate_document

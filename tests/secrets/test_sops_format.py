@@ -22,7 +22,7 @@ import pyrage
 import pytest
 import yaml
 
-from bridge import canonical_yaml
+from bridge.formats import canonical_yaml
 from bridge.models import SecretPlan
 from bridge.secrets.sops import (
     ENCRYPTED_REGEX,

@@ -1,4 +1,4 @@
-"""The fast emitter of bridge.canonical_yaml writes exactly what PyYAML writes.
+"""The fast emitter of bridge.formats.canonical_yaml writes exactly what PyYAML writes.
 
 `_dumps_pyyaml` is the reference (the spelling every committed file has);
 `dumps` must equal it byte for byte on any data, whether its fast emitter
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge import canonical_yaml
-from bridge.canonical_yaml import _Decline, _dumps_fast, _dumps_pyyaml, dumps, dumps_all
+from bridge.formats import canonical_yaml
+from bridge.formats.canonical_yaml import _Decline, _dumps_fast, _dumps_pyyaml, dumps, dumps_all
 
 pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
 
