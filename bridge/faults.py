@@ -7,20 +7,20 @@ is one dict lookup. Points:
 
 - `writing-files`   (publishing) a target's objects written to the clone (a batch's
                     commits, or the tree of a commit made alone), the branch not moved yet
-- `before-commit`   (reconciling) a target's changes planned, nothing committed
+- `before-commit`   (publishing) a target's changes planned, nothing committed
 - `between-commits` (publishing) between two commits of a target's batch (fast-import
                     mid-stream: the first ones in its unfinished pack)
-- `before-push`     (reconciling) every commit of a target made, not pushed
-- `during-push`     (reconciling) 50 ms into the push (tests slow the remote with a hook)
-- `after-push`      (reconciling) the remote has the commits, the cycle has not finished
+- `before-push`     (publishing) every commit of a target made, not pushed
+- `during-push`     (publishing) 50 ms into the push (tests slow the remote with a hook)
+- `after-push`      (publishing) the remote has the commits, the cycle has not finished
 
 `GITOPS_BRIDGE_RAISE_AT=<point>[/<match>][:<n>]` raises `InjectedFault` (an
 exception nobody expects) the first n times (default: every time) `<point>`
 is reached with a key containing `<match>`, so tests can prove that one
 failure stays with what it belongs to. Points (key in brackets):
 
-- `plan-deployment` (reconciling; the deployment's name) planning one deployment
-- `plan-target`     (reconciling; the target's namespace) planning one target
+- `plan-deployment` (reconcile; the deployment's name) planning one deployment
+- `plan-target`     (reconcile; the target's namespace) planning one target
 - `write-status`    (running; "") writing the status file at the end of a cycle
 
 A crash is the whole pod dying: the git processes the bridge started (each in

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from bridge.config import Settings, Target
 from bridge.errors import ConfigError, ControlPlaneError, DeploymentError, unexpected
 from bridge.models import Deployment, Listener
-from bridge.reconciling import CycleReport, Reconciler, Repo
+from bridge.reconcile.cycle import Reconciler
+from bridge.reconcile.outcomes import CycleReport
+from bridge.reconcile.plans import Publisher
 
 if TYPE_CHECKING:
     from bridge.validation.objects import RootCheck
@@ -336,17 +338,19 @@ def make_reconciler(
         listing = client.list_listener_deployments()
         return listing.listener, listing.deployments, listing.invalid
 
-    # One writer per target for the reconciler's life: the reconciler closes it
-    # after each cycle (lock released), and the next cycle reuses what it knows
-    # by commit id (the tree listing), so a target whose head did not move costs
+    # One writer per target for the reconciler's life: the cycle closes it after
+    # each turn (lock released), and the next cycle reuses what it knows by
+    # commit id (the tree listing), so a target whose head did not move costs
     # no `ls-tree`.
-    repos: dict[str, TargetRepo] = {}
+    publishers: dict[str, Publisher] = {}
 
-    def open_repo(target: Target) -> Repo:
-        repo = repos.get(target.key)
-        if repo is None:
-            repo = repos[target.key] = TargetRepo(target, settings.git)
-        return repo
+    def open_publisher(target: Target) -> Publisher:
+        from bridge.publishing.publisher import BranchPublisher
+
+        publisher = publishers.get(target.key)
+        if publisher is None:
+            publisher = publishers[target.key] = BranchPublisher(TargetRepo(target, settings.git))
+        return publisher
 
     def on_event(name: str, data: Mapping[str, object]) -> None:
         if progress is not None:
@@ -363,7 +367,7 @@ def make_reconciler(
     reconciler = Reconciler(
         settings,
         list_deployments=list_deployments,
-        open_repo=open_repo,
+        open_publisher=open_publisher,
         allow_mass_delete=allow_mass_delete,
         dry_run=dry_run,
         force_reseal=force_reseal,

@@ -6,7 +6,7 @@ import pytest
 
 from bridge.config import Target
 from bridge.errors import ConfigError
-from bridge.reconciling import shard_owns
+from bridge.reconcile.cycle import shard_owns
 from bridge.running import parse_shard
 
 pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone

@@ -53,7 +53,7 @@ from typing import IO
 from bridge.config import GitSettings, Target
 from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
 from bridge.faults import checkpoint
-from bridge.publishing.objects import blob_id
+from bridge.formats.objects import blob_id
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
@@ -170,7 +170,7 @@ def _release_clone_lock(lock_path: Path) -> None:
 
 
 class TargetRepo:
-    """One target's clone; implements `bridge.reconciling.Repo`."""
+    """One target's clone; read through `bridge.publishing.publisher.RepoView`."""
 
     def __init__(
         self, target: Target, git_settings: GitSettings, *, lock_timeout: float = LOCK_TIMEOUT

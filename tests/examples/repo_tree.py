@@ -1,6 +1,6 @@
 """A target repo tree exactly as the bridge writes it (SPEC §5), for the example tests.
 
-`build_tree` runs the real reconciler (`bridge.reconciling.Reconciler`) with
+`build_tree` runs the real reconciler (`bridge.reconcile.cycle.Reconciler`) with
 the real git writer (`bridge.publishing.repo.TargetRepo`) against a bare
 remote made for the call, with the real secrets provider (the sops binary for
 an age recipient, or Sealed Secrets for a controller certificate). Only the
@@ -31,7 +31,9 @@ import yaml
 
 from bridge.config import Settings, Target, load_settings
 from bridge.models import Deployment, Listener, parse_deployment
-from bridge.reconciling import ESCROW_POSTGRES, Reconciler, Repo
+from bridge.reconcile.cycle import Reconciler
+from bridge.reconcile.plans import Publisher
+from bridge.reconcile.sealing import ESCROW_POSTGRES
 from bridge.redaction import Redacted
 from bridge.secrets.escrow import open_escrow
 from bridge.state import STATE_FILE, DeploymentState
@@ -208,6 +210,7 @@ def build_tree(
     Returns the objects each deployment folder is meant to yield, their waves and
     the plaintext of every Secret (the Postgres password read back from the escrow).
     """
+    from bridge.publishing.publisher import BranchPublisher
     from bridge.publishing.repo import TargetRepo
 
     ns_dir = str(PurePosixPath(path or ".", cluster, namespace))
@@ -228,14 +231,13 @@ def build_tree(
             gateway=gateway,
         )
 
-        def open_repo(target: Target) -> Repo:
-            repo: Repo = TargetRepo(target, settings.git)
-            return repo
+        def open_publisher(target: Target) -> Publisher:
+            return BranchPublisher(TargetRepo(target, settings.git))
 
         reconciler = Reconciler(
             settings,
             list_deployments=lambda: (listener, parsed, []),
-            open_repo=open_repo,
+            open_publisher=open_publisher,
         )
         report = reconciler.run_cycle()
         assert report.exit_code() == 0, [o.error for o in report.outcomes]

@@ -244,7 +244,8 @@ def test_a_kept_reconciler_sees_every_change_of_a_listed_deployment(world: World
     equality hides (`True == 1`) inside free-form objects such as sidecars."""
     from bridge.models import parse_deployment, parse_listener
     from bridge.publishing import TargetRepo
-    from bridge.reconciling import Reconciler
+    from bridge.publishing.publisher import BranchPublisher
+    from bridge.reconcile.cycle import Reconciler
 
     sidecar = {"name": "proxy", "image": "registry.example.com/acme/proxy:1", "args": ["x"]}
     alpha = world.create("alpha", resource_spec={"min_scale": 1, "max_scale": 2})
@@ -253,10 +254,10 @@ def test_a_kept_reconciler_sees_every_change_of_a_listed_deployment(world: World
     listener = parse_listener(world.admin.get_listener(world.listener_id))
     records = {d["id"]: d for d in (alpha, beta)}
     settings = world.settings()
-    repos: dict[str, TargetRepo] = {}
+    publishers: dict[str, BranchPublisher] = {}
 
-    def open_repo(target: Any) -> TargetRepo:
-        return repos.setdefault(target.key, TargetRepo(target, settings.git))
+    def open_publisher(target: Any) -> BranchPublisher:
+        return publishers.setdefault(target.key, BranchPublisher(TargetRepo(target, settings.git)))
 
     reconciler = Reconciler(
         settings,
@@ -265,7 +266,7 @@ def test_a_kept_reconciler_sees_every_change_of_a_listed_deployment(world: World
             [parse_deployment(copy.deepcopy(r)) for r in records.values()],
             [],
         ),
-        open_repo=open_repo,
+        open_publisher=open_publisher,
     )
 
     def actions() -> dict[str, str]:

@@ -34,7 +34,7 @@ from bridge.approvals import APPROVAL_FILE, HELD_FILE, parse_approval
 from bridge.auditing import run_audit
 from bridge.formats.commits import TRAILER_KEYS, parse
 from bridge.metrics import Metrics
-from bridge.reconciling import CycleReport
+from bridge.reconcile.outcomes import CycleReport
 from bridge.running import make_reconciler, read_status, write_status
 from bridge.statusing import format_held, held_deletions
 from tests.leakscan import scan_repo, scan_text

@@ -15,7 +15,7 @@ from typing import Any
 from bridge.config import Settings, load_settings
 from bridge.controlplane.client import deployment_request
 from bridge.formats.canonical_yaml import dumps
-from bridge.reconciling import CycleReport
+from bridge.reconcile.outcomes import CycleReport
 from tests.sopstools import new_identity
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0"}

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from bridge.errors import ControlPlaneError, ListenerNotFound
-from bridge.reconciling import CycleReport
+from bridge.reconcile.outcomes import CycleReport
 from bridge.running import make_reconciler
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import head, start_bridge, stop, tree

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bridge.metrics import MAX_DEPLOYMENT_SERIES, Metrics
-from bridge.reconciling import CycleReport, Outcome, TargetResult
+from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult
 from bridge.running import make_reconciler
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import files_under

@@ -1,0 +1,68 @@
+"""The branch publisher: a plan made real as commits on the target's branch
+(one per deployment change, signed when signing is on) and one push, never
+forced. The `Publisher` of bridge.reconcile.plans that runs today; a pull
+request publisher is another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge.faults import checkpoint, crash_soon
+from bridge.publishing.repo import TargetRepo
+from bridge.reconcile.plans import Plan, Published, TreeView
+
+
+class RepoView:
+    """A `TreeView` of a target's clone at the head its last sync found."""
+
+    def __init__(self, repo: TargetRepo, head: str | None) -> None:
+        self._repo = repo
+        self._head = head
+
+    @property
+    def head(self) -> str | None:
+        return self._head
+
+    def ls_tree(self, prefix: str) -> dict[str, str]:
+        return self._repo.ls_tree(prefix)
+
+    def read_blob(self, blob: str) -> bytes:
+        return self._repo.read_blob(blob)
+
+    def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
+        return self._repo.read_blobs(blobs)
+
+    def preload_blobs(self, blobs: Sequence[str]) -> None:
+        self._repo.preload_blobs(blobs)
+
+    def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
+        return self._repo.last_commit_for(path)
+
+
+class BranchPublisher:
+    """Commits straight to the target's branch and pushes (SPEC §6)."""
+
+    def __init__(self, repo: TargetRepo) -> None:
+        self.repo = repo
+
+    def open(self) -> TreeView:
+        """Fetch; unpushed commits of a crashed cycle are dropped (the remote is the truth)."""
+        return RepoView(self.repo, self.repo.sync())
+
+    def publish(self, plan: Plan) -> Published:
+        """One commit per change, then one push; PushRejected when someone pushed first."""
+        if self.repo.signer.enabled:
+            self.repo.check_signing()  # an unusable key means no commit at all
+        checkpoint("before-commit")
+        shas = self.repo.commit_all(
+            [(change.info.message(), change.write, change.delete) for change in plan.changes]
+        )
+        checkpoint("before-push")
+        crash_soon("during-push", 0.05)
+        pushed = self.repo.push()
+        checkpoint("after-push")
+        return Published(shas=shas, pushed=pushed)
+
+    def close(self) -> None:
+        self.repo.close()

@@ -1,0 +1,207 @@
+"""One reconcile cycle over every owned target: list, then per target the
+stages (bridge.reconcile.stages): plan, guard, publish.
+
+The cycle is the only place that knows about all the parts, and it does
+little itself: it opens every target's publisher ahead in a few threads while
+the listing is on its way, reads the listing once, runs each target's stages
+in turn, and keeps one failure inside the target it happened in.
+
+Guarantees kept here and in the stages:
+- A listing that failed or was incomplete changes nothing (the client raises;
+  anything unexpected while reading it is a ControlPlaneError too).
+- An unchanged deployment costs one digest comparison: no render, no write.
+- A deployment that cannot be reconciled (malformed, policy, secrets,
+  validation, or an exception nobody expected) is reported by name and id and
+  keeps its last good commit; the others go on. A target likewise.
+- Deletions only from a complete listing, of deployments the control plane
+  confirms are gone, and behind the mass-delete guard (bridge.reconcile.guard).
+- A rejected push: fetch, re-plan on the new head, retry with backoff; never force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import PurePosixPath
+
+from bridge.config import Settings, Target
+from bridge.errors import BridgeError, unexpected
+from bridge.reconcile.existing import is_state_of
+from bridge.reconcile.listing import ListDeployments, Listing, read_listing, unmanaged_messages
+from bridge.reconcile.notices import Notices
+from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult, invalid_as_failed
+from bridge.reconcile.planning import Planner, Validate
+from bridge.reconcile.plans import Publisher, TreeView
+from bridge.reconcile.stages import TargetStages
+
+log = logging.getLogger("bridge.reconcile")
+
+SYNC_THREADS = 4  # targets fetched at the same time
+_Opened = tuple[Publisher, Future[TreeView]] | BridgeError
+
+
+def shard_owns(target: Target, shard: tuple[int, int] | None) -> bool:
+    """Whether replica I of N owns a target: a stable hash, no coordination."""
+    if shard is None:
+        return True
+    index, count = shard
+    digest = hashlib.sha256(target.key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        list_deployments: ListDeployments,
+        open_publisher: Callable[[Target], Publisher],
+        allow_mass_delete: bool = False,
+        dry_run: bool = False,
+        force_reseal: bool = False,
+        shard: tuple[int, int] | None = None,
+        validate: Validate | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        on_event: Callable[[str, Mapping[str, object]], None] | None = None,
+        confirm_gone: Callable[[Sequence[str]], Collection[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.list_deployments = list_deployments
+        self.open_publisher = open_publisher
+        self.shard = shard
+        self.on_event = on_event or (lambda _name, _data: None)
+        self.notices = Notices(self.on_event)
+        self.planner = Planner(
+            settings,
+            validate=validate,
+            notices=self.notices,
+            on_event=self.on_event,
+            force_reseal=force_reseal,
+        )
+        self.stages = TargetStages(
+            settings,
+            self.planner,
+            self.notices,
+            on_event=self.on_event,
+            confirm_gone=confirm_gone,
+            allow_mass_delete=allow_mass_delete,
+            dry_run=dry_run,
+            sleep=sleep,
+            rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not security
+        )
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """How backoff waits (injected, so that tests need no real time)."""
+        return self.stages.sleep
+
+    @sleep.setter
+    def sleep(self, sleep: Callable[[float], None]) -> None:
+        self.stages.sleep = sleep
+
+    def run_cycle(self) -> CycleReport:
+        """One cycle over every owned target. Raises ControlPlaneError if listing fails."""
+        self.planner.begin_cycle()
+        try:
+            return self._run_cycle()
+        finally:
+            self.planner.end_cycle()
+
+    def _run_cycle(self) -> CycleReport:
+        owned = [t for t in self.settings.targets if shard_owns(t, self.shard)]
+        # Every target's first open (a fetch: a network round trip to its remote)
+        # runs ahead in a few threads, started before the listing so that the
+        # two wait on their servers at the same time; targets are then planned
+        # and published one at a time. A fetch changes nothing in the remote, so
+        # one made for a cycle whose listing fails costs nothing but the trip.
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(SYNC_THREADS, len(owned))), thread_name_prefix="sync"
+        ) as pool:
+            opened: dict[str, _Opened] = {}
+            for target in owned:
+                opened[target.key] = self._open(pool, target)
+            try:
+                return self._cycle_on(owned, opened)
+            finally:
+                # Left over only if the cycle was cut short: release those clones.
+                for entry in opened.values():
+                    if not isinstance(entry, BridgeError):
+                        wait([entry[1]])  # its error, if any, is moot now
+                        entry[0].close()
+
+    def _open(self, pool: ThreadPoolExecutor, target: Target) -> _Opened:
+        try:
+            publisher = self.open_publisher(target)
+        except BridgeError as e:
+            return e
+        except Exception as e:  # one target's bug must not stop the others
+            return unexpected(e, f"target {target.namespace}: opening its clone", where="target")
+        return publisher, pool.submit(self._open_and_preload, publisher, target)
+
+    def _open_and_preload(self, publisher: Publisher, target: Target) -> TreeView:
+        """The first open of a target, then (still in the sync thread) the state
+        files of its namespace folder that this process has not read yet: a
+        restarted bridge reads them while the listing is on its way instead of
+        after it. Only `<path>/<cluster>/<namespace>/<folder>/` state files: the
+        cluster comes with the listing, the rest is the target's own; another
+        target's folders in the same repo are not this target's to read. Any
+        failure here is left to the cycle, which reads them again and names it."""
+        view = publisher.open()
+        if view.head is not None:
+            try:
+                prefix = f"{PurePosixPath(target.path)}/" if target.path else ""
+                view.preload_blobs(
+                    [
+                        blob
+                        for path, blob in view.ls_tree(prefix).items()
+                        if not self.planner.existing.knows(blob)
+                        and is_state_of(path[len(prefix) :], target.namespace)
+                    ]
+                )
+            except (BridgeError, ValueError, OSError) as e:
+                log.debug("reading state files ahead failed (%s); read in the cycle", e)
+        return view
+
+    def _cycle_on(self, owned: list[Target], opened: dict[str, _Opened]) -> CycleReport:
+        listing = read_listing(self.list_deployments, self.on_event)
+        report = CycleReport(outcomes=invalid_as_failed(listing.invalid))
+        unmanaged = unmanaged_messages(listing.listener, listing.by_namespace, self.settings)
+        report.warnings.extend(unmanaged)
+        # Once per change of the set, not every cycle.
+        if self.notices.changed(("listener", "unmanaged"), tuple(unmanaged)):
+            for message in unmanaged:
+                log.warning("%s", message, extra={"event": "unmanaged"})
+        for target in owned:
+            result = TargetResult(target=target)
+            report.targets.append(result)
+            report.outcomes.extend(self._target(target, listing, result, opened.pop(target.key)))
+        return report
+
+    def _target(
+        self, target: Target, listing: Listing, result: TargetResult, entry: _Opened
+    ) -> list[Outcome]:
+        """One target's outcomes; its failure is recorded in `result`, never raised."""
+        ns = target.namespace
+        if isinstance(entry, BridgeError):
+            result.error = entry
+            log.error("target %s: %s", ns, entry, extra={"target": ns})
+            return []
+        publisher, first_open = entry
+        try:
+            return self.stages.run(publisher, target, listing, result, first_open)
+        except BridgeError as e:
+            result.error = e
+            log.error("target %s: %s", ns, e, extra={"target": ns})
+        except Exception as e:
+            # Isolation: whatever one target's tree or remote holds, the other
+            # targets are reconciled (a crash loop would block every team).
+            result.error = self.notices.internal(e, f"target {ns}", target.key, target=ns)
+        finally:
+            publisher.close()
+            self.planner.end_target()
+        return []

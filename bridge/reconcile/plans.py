@@ -1,0 +1,92 @@
+"""The values a cycle hands from stage to stage, and its two seams.
+
+    publisher.open() -> TreeView        a read-only snapshot of the target's tree
+    planning         -> Draft -> Plan   what to commit, one Change per deployment change
+    guard            -> Decision        which deletions go ahead (bridge.reconcile.guard)
+    publisher.publish(Plan) -> Published
+
+`TreeView` is all that planning and the guard see of git: they read a tree
+and blobs, and never write. `Publisher` is where a plan becomes real: a push
+to the target's branch today (bridge.publishing.publisher.BranchPublisher),
+a pull request next; adding one touches neither planning nor the guard.
+Data and protocols only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.config import Target
+from bridge.formats.commits import CommitInfo
+from bridge.reconcile.outcomes import Outcome
+
+
+class TreeView(Protocol):
+    """A target's tree at one commit (`head`; None: the branch does not exist yet)."""
+
+    @property
+    def head(self) -> str | None: ...
+
+    def ls_tree(self, prefix: str) -> dict[str, str]:
+        """path -> blob id under `prefix` ("dir/" = a folder, else one exact path)."""
+        ...
+
+    def read_blob(self, blob: str) -> bytes: ...
+
+    def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]: ...
+
+    def preload_blobs(self, blobs: Sequence[str]) -> None:
+        """Read blobs ahead of their use (a hint; each is handed out once)."""
+        ...
+
+    def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
+        """(sha, author name, author email, subject) of the last commit touching path."""
+        ...
+
+
+@dataclass
+class Change:
+    """One commit: what it says and exactly what it writes, decided together."""
+
+    info: CommitInfo
+    write: dict[str, bytes]
+    delete: list[str]
+    outcome: Outcome
+
+
+@dataclass
+class Plan:
+    """Everything one target's cycle decided, ready to publish."""
+
+    target: Target
+    head: str | None  # the commit the plan was made on
+    outcomes: list[Outcome]
+    changes: list[Change]
+    # Deletions the mass-delete guard holds, as (id, name), and its notes.
+    held: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Published:
+    """What a publisher did with a plan."""
+
+    shas: list[str | None]  # per change: its commit, None where the tree did not change
+    pushed: bool
+
+
+class Publisher(Protocol):
+    """Makes plans of one target real. Owns the target's clone and credentials."""
+
+    def open(self) -> TreeView:
+        """Bring the clone up to date; the tree to plan on. GitError when it cannot."""
+        ...
+
+    def publish(self, plan: Plan) -> Published:
+        """Commit the plan's changes and publish them. PushRejected when the remote
+        moved meanwhile: the cycle opens again and re-plans on the new head."""
+        ...
+
+    def close(self) -> None: ...

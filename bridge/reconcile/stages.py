@@ -1,0 +1,234 @@
+"""One target's turn in a cycle: the stages in order, with their retries.
+
+    view  = publisher.open()                  the target's tree, fetched
+    draft = planner.draft(view, ...)          deploys, restores, rekeys; candidates
+    decision = guard.decide(view, candidates) held or let go
+    gone  = confirm_gone(decision.deletable)  the control plane's word, per id
+    plan  = planner.finish(draft, decision, gone)
+    publisher.publish(plan)                   commit, push
+
+A rejected push (someone else pushed first) opens the target again and
+re-plans on the new head, with jittered backoff; never a force. A local clone
+found damaged is cloned again and the target retried once in the same cycle;
+a branch rewritten by force stops this target (HistoryRewritten, logged
+critical) and the others go on. Plans and validations are reused within a
+cycle, so a retry's fetch-to-push window stays short.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
+
+from bridge.config import Settings, Target
+from bridge.errors import (
+    ControlPlaneError,
+    GitError,
+    HistoryRewritten,
+    LocalCloneBroken,
+    PushRejected,
+)
+from bridge.logs import deployment_extra
+from bridge.reconcile import diffing, guard
+from bridge.reconcile.existing import Existing
+from bridge.reconcile.guard import Candidates, Decision
+from bridge.reconcile.listing import Listing
+from bridge.reconcile.notices import Notices, OnEvent
+from bridge.reconcile.outcomes import Outcome, TargetResult
+from bridge.reconcile.planning import Planner
+from bridge.reconcile.plans import Plan, Publisher, TreeView
+
+log = logging.getLogger("bridge.reconcile")
+
+ConfirmGone = Callable[[Sequence[str]], Collection[str]]
+
+
+class TargetStages:
+    """Runs the stages for one target at a time; shared by every target of a cycle."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        planner: Planner,
+        notices: Notices,
+        *,
+        on_event: OnEvent,
+        confirm_gone: ConfirmGone | None,
+        allow_mass_delete: bool,
+        dry_run: bool,
+        sleep: Callable[[float], None],
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self.planner = planner
+        self.notices = notices
+        self.on_event = on_event
+        # Asks the control plane whether deployments missing from a listing are
+        # really gone (None: the listing's word is taken, e.g. in unit tests).
+        self.confirm_gone = confirm_gone
+        self.allow_mass_delete = allow_mass_delete
+        self.dry_run = dry_run
+        self.sleep = sleep
+        self.rng = rng
+
+    def run(
+        self,
+        publisher: Publisher,
+        target: Target,
+        listing: Listing,
+        result: TargetResult,
+        first_open: Future[TreeView] | None,
+    ) -> list[Outcome]:
+        """Plan and publish one target; its outcomes. Raises BridgeError for the
+        target (the cycle records it and goes on with the others)."""
+        try:
+            return self._publish(publisher, target, listing, result, first_open)
+        except LocalCloneBroken as e:
+            # The writer has marked its clone: the next open() moves it aside and
+            # clones again, so the cycle carries on instead of failing until the
+            # next poll. Once: a second failure is not the clone's fault.
+            log.warning(
+                "target %s: %s; cloning again and retrying this target once",
+                target.namespace,
+                e,
+                extra={"target": target.namespace},
+            )
+            return self._publish(publisher, target, listing, result, None)
+        except GitError as e:
+            if isinstance(e, HistoryRewritten):
+                log.critical("%s", e, extra={"target": target.namespace})
+            raise
+
+    def _publish(
+        self,
+        publisher: Publisher,
+        target: Target,
+        listing: Listing,
+        result: TargetResult,
+        first_open: Future[TreeView] | None,
+    ) -> list[Outcome]:
+        """Open, plan, publish; a rejected push starts over on the new head.
+        `first_open`: the first attempt's open(), already started."""
+        attempts = max(1, self.settings.git.push_retries + 1)
+        ns = target.namespace
+        for attempt in range(attempts):
+            if attempt == 0 and first_open is not None:
+                view = first_open.result()  # raises what open() raised
+            else:
+                view = publisher.open()
+            result.head = view.head
+            plan = self.plan(view, target, listing)
+            result.held, result.approval_notes = list(plan.held), list(plan.notes)
+            if self.dry_run or not plan.changes:
+                return plan.outcomes
+            try:
+                published = publisher.publish(plan)
+            except PushRejected:
+                self.on_event("push", {"target": ns, "outcome": "rejected"})
+                if attempt + 1 >= attempts:
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + self.rng.random())
+                log.info(
+                    "push to %s was rejected (someone else pushed); fetching and "
+                    "re-rendering on the new head in %.1fs",
+                    target.repo,
+                    delay,
+                    extra={"target": ns},
+                )
+                self.sleep(delay)
+                continue
+            self._record(plan, published.shas, published.pushed, result)
+            return plan.outcomes
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def plan(self, view: TreeView, target: Target, listing: Listing) -> Plan:
+        """The stages before publishing: draft, guard, confirmation, finish."""
+        draft = self.planner.draft(
+            view,
+            target,
+            listing.listener,
+            listing.by_namespace.get(target.namespace, []),
+            listing.unparsed_ids,
+        )
+        decision = guard.decide(
+            view, draft.candidates, self.settings.policy, allow_mass_delete=self.allow_mass_delete
+        )
+        gone = decision.deletable
+        if gone and self.confirm_gone is not None:
+            gone = self._confirmed_gone(target, gone, draft.existing)
+        if decision.approval is not None:
+            guard.note_confirmed(decision, gone, draft.existing)
+        self._report_guard(draft.candidates, decision)
+        plan = self.planner.finish(draft, decision, gone)
+        if self.dry_run:
+            diffing.describe(plan, view, draft.tree)
+        return plan
+
+    def _report_guard(self, candidates: Candidates, decision: Decision) -> None:
+        """Held deletions and approval notes, logged once per change of each."""
+        target = candidates.target
+        ns = target.namespace
+        if self.notices.changed((target.key, "held"), tuple(decision.held)) and decision.held:
+            log.error(
+                "%s",
+                guard.held_message(candidates, decision, self.settings.policy),
+                extra={"target": ns, "event": "deletions-held"},
+            )
+        if self.notices.changed((target.key, "approval-notes"), tuple(decision.notes)):
+            for note in decision.notes:
+                log.warning("target %s: %s", ns, note, extra={"target": ns})
+
+    def _confirmed_gone(
+        self, target: Target, to_delete: list[str], existing: Mapping[str, Existing]
+    ) -> list[str]:
+        """The deployments of `to_delete` the control plane confirms are gone."""
+        assert self.confirm_gone is not None
+        try:
+            gone = set(self.confirm_gone(to_delete))
+        except ControlPlaneError as e:
+            log.warning(
+                "target %s: cannot confirm that %d deployment(s) missing from the listing "
+                "are gone (%s); nothing is deleted this cycle",
+                target.namespace,
+                len(to_delete),
+                e,
+                extra={"target": target.namespace},
+            )
+            return []
+        for dep_id in to_delete:
+            if dep_id not in gone:
+                name = existing[dep_id].state.deployment_name
+                log.warning(
+                    "deployment %r (%s) is missing from the listing but the control plane "
+                    "still has it (the listing changed while paging?); its folder is kept",
+                    name,
+                    dep_id,
+                    extra=deployment_extra(name, dep_id, target=target.namespace),
+                )
+        return [dep_id for dep_id in to_delete if dep_id in gone]
+
+    def _record(
+        self, plan: Plan, shas: Sequence[str | None], pushed: bool, result: TargetResult
+    ) -> None:
+        """Commits into outcomes, events and log lines."""
+        ns = plan.target.namespace
+        committed = 0
+        for change, sha in zip(plan.changes, shas, strict=True):
+            change.outcome.commit = sha
+            if sha is not None:
+                committed += 1
+                self.on_event("commit", {"target": ns, "kind": change.info.kind})
+        result.pushed, result.commits = pushed, committed
+        self.on_event("push", {"target": ns, "outcome": "ok" if pushed else "nothing"})
+        for change in plan.changes:
+            o = change.outcome
+            log.info(
+                "%s %s/%s -> %s",
+                change.info.kind,
+                o.namespace,
+                o.name,
+                (o.commit or "")[:12],
+                extra=deployment_extra(o.name, o.deployment_id, target=ns),
+            )
