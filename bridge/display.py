@@ -7,8 +7,8 @@ repaints the terminal, a bidi override makes a name read backwards. `escape`
 is the one place that turns such characters into visible escapes (`\\n`,
 `\\x1b`, `\\u202e`), and every human-facing output goes through it: text logs
 (bridge/logs.py), the `status` and `deployments` tables, `diff`, `rekey`,
-`validate`, `audit --output markdown`, `bootstrap`'s comments and the error
-line of `main`.
+`validate`, `render`, `demo`, `audit --output markdown`, `bootstrap`'s
+comments and the error line of `main`.
 
 Machine-facing output is left alone on purpose: JSON logs and `--output json`
 escape through their encoder and must round-trip the exact value; commits,
