@@ -41,6 +41,7 @@ from bridge.approvals import (
     safe_text,
 )
 from bridge.config import Settings, Target
+from bridge.display import escape
 from bridge.formats.commits import parse
 from bridge.publishing.history import (
     CommitRecord,
@@ -149,23 +150,25 @@ class AuditReport:
         out = ["# Deployment audit", ""]
         for t in self.targets:
             out.append(
-                f"- target `{t['namespace']}`: `{t['repo']}` branch `{t['branch']}` at "
-                f"`{(t['head'] or 'empty')[:12]}`"
+                f"- target `{_md(t['namespace'])}`: `{_md(t['repo'])}` branch "
+                f"`{_md(t['branch'])}` at `{_md((t['head'] or 'empty')[:12])}`"
             )
         out += ["", f"## Findings ({len(self.findings)})", ""]
         if self.findings:
             out += ["| type | target | commit | author | detail |", "|---|---|---|---|---|"]
             for f in self.findings:
                 out.append(
-                    f"| {f.type} | {f.target} | `{f.commit[:12]}` | {_md(f.author)} | {_md(f.detail)} |"
+                    f"| {_md(f.type)} | {_md(f.target)} | `{_md(f.commit[:12])}` | "
+                    f"{_md(f.author)} | {_md(f.detail)} |"
                 )
         else:
             out.append("None: every commit on owned folders was made by the bridge, as described.")
         out += ["", "## Deployments", ""]
         for d in sorted(self.deployments, key=lambda d: (d.target, d.name)):
-            state = "deleted" if d.deleted else f"revision `{d.current_revision or '-'}`"
+            state = "deleted" if d.deleted else f"revision `{_md(d.current_revision or '-')}`"
             out += [
-                f"### {d.namespace}/{d.name} (`{d.deployment_id}`, cluster `{d.cluster}`): {state}",
+                f"### {_md(d.namespace)}/{_md(d.name)} (`{_md(d.deployment_id)}`, cluster "
+                f"`{_md(d.cluster)}`): {state}",
                 "",
                 "| when | change | revision | image | commit | author | signature |",
                 "|---|---|---|---|---|---|---|",
@@ -173,17 +176,21 @@ class AuditReport:
             for r in d.history:
                 sig = r.signature
                 sig_text = sig["status"] + (f" by {sig['signer']}" if sig.get("signer") else "")
-                change = f"{r.kind} (approved by {_md(r.approved_by)})" if r.approved_by else r.kind
+                change = f"{r.kind} (approved by {r.approved_by})" if r.approved_by else r.kind
                 out.append(
-                    f"| {r.time} | {change} | `{r.revision_id or '-'}` | {_md(r.image or '')} | "
-                    f"`{r.commit[:12]}` | {_md(r.author)} | {_md(sig_text)} |"
+                    f"| {_md(r.time)} | {_md(change)} | `{_md(r.revision_id or '-')}` | "
+                    f"{_md(r.image or '')} | `{_md(r.commit[:12])}` | {_md(r.author)} | "
+                    f"{_md(sig_text)} |"
                 )
             out.append("")
         return "\n".join(out).rstrip() + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md(text: object) -> str:
+    """A value from git (names, authors, paths, trailers: anyone with push access
+    wrote them) for one Markdown line or table cell: control characters
+    escaped (bridge.display), `|` escaped so it cannot open a column."""
+    return escape(text).replace("|", "\\|")
 
 
 # --- the audit ----------------------------------------------------------------

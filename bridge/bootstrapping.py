@@ -26,6 +26,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bridge.config import DNS_LABEL, Settings, Target
+from bridge.display import escape
 from bridge.errors import ConfigError
 from bridge.formats import canonical_yaml
 from bridge.state import STATE_FILE
@@ -398,8 +399,10 @@ def _flux_kustomization(settings: Settings, rt: ResolvedTarget) -> dict[str, Any
 
 
 def _file(flavour: Flavour, comment: Sequence[str], doc: Mapping[str, Any]) -> bytes:
+    # Comments quote config values (branch, path): escaped, a line break in one
+    # cannot end the comment and start YAML of its own.
     header = _HEADER.format(flavour=flavour) + "".join(
-        f"# {line}".rstrip() + "\n" for line in comment
+        f"# {escape(line)}".rstrip() + "\n" for line in comment
     )
     return header.encode() + canonical_yaml.dump_bytes(doc)
 

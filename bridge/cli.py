@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from bridge import __version__, logs
+from bridge import __version__, display, logs
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError, unexpected
 
@@ -71,6 +71,9 @@ def load(
 def cli(ctx: click.Context, log_format: str, log_level: str, quiet: bool) -> None:
     """langsmith-gitops-bridge: a LangSmith listener that commits to git instead of applying."""
     logs.setup(log_format, "warning" if quiet and log_level == "info" else log_level)
+    # NO_COLOR (no-color.org) for everything click styles; None leaves it to
+    # click (colour on a terminal). `diff --color` still wins: it passes its own.
+    ctx.color = False if display.no_color() else None
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["log_format"] = log_format
@@ -121,20 +124,28 @@ def deployments(config_file: Path | None, output: str) -> None:
             )
         )
     else:
-        headers = ["NAME", "ID", "NAMESPACE", "IMAGE", "REVISION"]
-        table = [headers] + [
-            [r["name"], r["id"], r["namespace"] or "-", r["image"] or "-", r["revision"] or "-"]
-            for r in rows
-        ]
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(headers))]
-        for row in table:
-            click.echo(
-                "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            )
         click.echo(
-            f"\nlistener {listing.listener.id} (cluster {listing.listener.compute_id}): "
-            f"{len(rows)} deployment(s)"
-            + (f", {len(listing.invalid)} malformed and skipped" if listing.invalid else "")
+            display.table(
+                ["NAME", "ID", "NAMESPACE", "IMAGE", "REVISION"],
+                (
+                    [
+                        r["name"],
+                        r["id"],
+                        r["namespace"] or "-",
+                        r["image"] or "-",
+                        r["revision"] or "-",
+                    ]
+                    for r in rows
+                ),
+            )
+        )
+        click.echo()
+        click.echo(
+            display.escape(
+                f"listener {listing.listener.id} (cluster {listing.listener.compute_id}): "
+                f"{len(rows)} deployment(s)"
+                + (f", {len(listing.invalid)} malformed and skipped" if listing.invalid else "")
+            )
         )
     if listing.invalid:
         raise ExitCode(1)
@@ -184,8 +195,8 @@ def render(
         except OSError as e:
             raise ConfigError(f"--deployment {deployment_file}: {e.strerror}") from None
     folder = render_offline(text, out_dir, settings=settings, cluster=cluster)
-    click.echo(f"wrote {folder}")
-    click.echo(f"build it: kubectl kustomize {folder}")
+    click.echo(f"wrote {display.escape(folder)}")
+    click.echo(f"build it: kubectl kustomize {display.escape(folder)}")
 
 
 SCHEMA_DIR_ENV = "BRIDGE_RENDER_SCHEMA_DIR"  # the same variable as render.schemaDir's
@@ -237,24 +248,29 @@ def validate(
     failed = 0
     unchecked: dict[str, list[int]] = {}  # why -> [objects, roots]
     for root, result in sorted(checked.items()):
+        # Roots and errors quote the files of the tree, which anyone may have written.
+        shown = display.escape(root)
         if result.build_error is not None:
             failed += 1
-            click.echo(f"FAIL {root}: kustomize build failed: {result.build_error}")
+            build_error = display.escape_block(result.build_error)
+            click.echo(f"FAIL {shown}: kustomize build failed: {build_error}")
             continue
         if result.errors:
             failed += 1
-            click.echo(f"FAIL {root}")
+            click.echo(f"FAIL {shown}")
             for e in result.errors:
-                click.echo(f"  {e}")
+                click.echo(f"  {display.escape(e)}")
         else:
-            click.echo(f"ok   {root} ({result.objects} objects)")
+            click.echo(f"ok   {shown} ({result.objects} objects)")
         for why, count in result.unchecked_kinds.items():
             seen = unchecked.setdefault(why, [0, 0])
             seen[0] += count
             seen[1] += 1
     # Once per kind, not per object: the same kinds recur in every root.
     for why, (objects, in_roots) in sorted(unchecked.items()):
-        click.echo(f"not schema-checked: {why} ({objects} objects in {in_roots} roots)")
+        click.echo(
+            f"not schema-checked: {display.escape(why)} ({objects} objects in {in_roots} roots)"
+        )
     if unchecked:
         click.echo(
             "  give --schema-dir a folder made by "
@@ -415,7 +431,11 @@ def run(
 
 @cli.command()
 @CONFIG_OPTION
-@click.option("--color/--no-color", default=None, help="Colour the diff (default: on a TTY).")
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour the diff (default: on a TTY, unless NO_COLOR is set and not empty).",
+)
 @click.option(
     "--allow-mass-delete",
     is_flag=True,
@@ -431,22 +451,23 @@ def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) 
         report = reconciler.run_cycle()
     finally:
         close()
-    use_color = sys.stdout.isatty() if color is None else color
+    use_color = display.use_color(color, sys.stdout)
     for o in sorted(report.outcomes, key=lambda o: (o.namespace, o.name)):
         if o.action == "unchanged":
             continue
-        header = f"== {o.namespace}/{o.name} ({o.deployment_id}): {o.action}"
+        header = display.escape(f"== {o.namespace}/{o.name} ({o.deployment_id}): {o.action}")
         if o.error:
-            header += f"\n   error: {o.error}"
-        click.echo(click.style(header, bold=True) if use_color else header)
-        for line in o.diff.splitlines():
+            header += "\n   error: " + display.escape_block(o.error, "   ")
+        # color= on every echo: click would strip the styles of `--color | less -R`.
+        click.echo(click.style(header, bold=True) if use_color else header, color=use_color)
+        for line in display.escape_lines(o.diff.rstrip("\n")) if o.diff else ():
             if use_color and line.startswith("+") and not line.startswith("+++"):
                 line = click.style(line, fg="green")
             elif use_color and line.startswith("-") and not line.startswith("---"):
                 line = click.style(line, fg="red")
-            click.echo(line)
+            click.echo(line, color=use_color)
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {display.escape(warning)}", err=True)
     changed = sum(1 for o in report.outcomes if o.action == "would-change")
     click.echo(f"{changed} deployment(s) would change", err=True)
     code = report.exit_code()
@@ -493,9 +514,9 @@ def rekey(config_file: Path | None, dry_run: bool) -> None:
         close()
     for o in sorted(report.outcomes, key=lambda o: (o.namespace, o.name)):
         if o.action != "unchanged":
-            click.echo(f"{o.namespace}/{o.name} ({o.deployment_id}): {o.action}")
+            click.echo(display.escape(f"{o.namespace}/{o.name} ({o.deployment_id}): {o.action}"))
             if dry_run and o.diff:
-                click.echo(o.diff.rstrip("\n"))
+                click.echo("\n".join(display.escape_lines(o.diff.rstrip("\n"))))
     click.echo(summarize(report), err=True)
     code = report.exit_code()
     if code:
@@ -590,7 +611,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as e:
         code = e.exit_code
     except BridgeError as e:
-        click.echo(f"error: {e}", err=True)
+        # Errors quote what was wrong (a name, a value, a path): one line, escaped.
+        click.echo(f"error: {display.escape_block(str(e))}", err=True)
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130

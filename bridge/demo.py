@@ -22,8 +22,10 @@ from typing import Any
 import click
 
 from bridge.config import load_settings
+from bridge.display import escape
 from bridge.formats.canonical_yaml import dumps
 from bridge.logs import register_secret
+from bridge.privatefiles import write_private
 from bridge.running import make_reconciler, summarize, write_status
 
 MARKER = ".gitops-bridge-demo"
@@ -45,7 +47,7 @@ def _prepare_dir(directory: Path) -> None:
                 f"{directory} exists and was not made by the demo; pick another --dir"
             )
         shutil.rmtree(directory)
-    (directory / "keys").mkdir(parents=True)
+    (directory / "keys").mkdir(parents=True, mode=0o700)
     (directory / "remotes").mkdir()
     (directory / MARKER).write_text("made by `gitops-bridge demo`; safe to delete\n")
 
@@ -64,18 +66,17 @@ def run_demo(directory: Path) -> int:
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
     age_key = keys / "age.agekey"
-    age_key.write_text(f"# public key: {recipient}\n{identity}\n")
-    age_key.chmod(0o600)
+    write_private(age_key, f"# public key: {recipient}\n{identity}\n".encode())
     api_key = "lsv2_demo_" + secrets.token_urlsafe(24)
     bridge_key = secrets.token_hex(32)
     for value in (api_key, bridge_key, str(identity)):
         register_secret(value)
     env_file = keys / "demo.env"
-    env_file.write_text(
+    write_private(
+        env_file,
         f"export LANGSMITH_API_KEY={api_key}\nexport GITOPS_BRIDGE_KEY={bridge_key}\n"
-        f"export SOPS_AGE_KEY_FILE={age_key}\n"
+        f"export SOPS_AGE_KEY_FILE={age_key}\n".encode(),
     )
-    env_file.chmod(0o600)
 
     server = start_in_thread(db=directory / "control-plane.db", api_key=api_key)
     try:
@@ -215,6 +216,6 @@ def _cycle(settings: Any) -> int:
             line += f" ({o.commit[:12]})"
         if o.error:
             line += f" - {o.error}"
-        click.echo(line)
+        click.echo(escape(line))
     click.echo("  " + summarize(report))
     return report.exit_code()

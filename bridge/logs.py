@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from bridge.display import escape
 from bridge.errors import code_location
 from bridge.redaction import MASK, Redacted, scrub
 
@@ -80,13 +81,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """`<time> <LEVEL> <message> key=value ...`, one line per record: the message
+    and every extra are escaped (bridge.display), so no value from outside can
+    start a line of its own or send a terminal escape."""
+
     def format(self, record: logging.LogRecord) -> str:
         base = (
             time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f" {record.levelname:<7} {record.getMessage()}"
+            + f" {record.levelname:<7} {escape(record.getMessage())}"
         )
         extras = [
-            f"{key}={getattr(record, key)}"
+            f"{key}={escape(getattr(record, key))}"
             for key in _EXTRA_KEYS
             if getattr(record, key, None) is not None
         ]

@@ -3,7 +3,8 @@
 Only on a TTY and never with --quiet or JSON logs: a bar is for a person
 watching, and would corrupt a log stream. Drawn on stderr with carriage
 returns; a target's bar ends with a newline when it completes. Cheap when
-off (one attribute check per event).
+off (one attribute check per event). The bar has no colour, so NO_COLOR
+leaves it as it is (`--quiet` turns it off).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import IO
+
+from bridge.display import escape
 
 MIN_TOTAL = 20  # small targets finish before a bar would help
 WIDTH = 30
@@ -41,5 +44,5 @@ class Progress:
         filled = WIDTH * done // total
         bar = "#" * filled + "." * (WIDTH - filled)
         end = "\n" if done == total else ""
-        self.stream.write(f"\r{data['target']}: [{bar}] {done}/{total}{end}")
+        self.stream.write(f"\r{escape(data['target'])}: [{bar}] {done}/{total}{end}")
         self.stream.flush()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.config import Settings, Target
 from bridge.errors import ConfigError, ControlPlaneError, DeploymentError, unexpected
 from bridge.models import Deployment, Listener
+from bridge.privatefiles import write_private
 from bridge.reconcile.cycle import Reconciler
 from bridge.reconcile.outcomes import CycleReport
 from bridge.reconcile.plans import Publisher
@@ -413,11 +414,13 @@ def write_status(settings: Settings, report: CycleReport, finished: float) -> No
         ],
         "warnings": report.warnings,
     }
-    tmp = workdir / (STATUS_FILE + ".tmp")
     # Compact: json's C encoder does not indent, and the indenting one cost
     # ~25 ms per 1,000 deployments every cycle. `status` reads it for people.
-    tmp.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(tmp, workdir / STATUS_FILE)
+    # Private (0600): it quotes errors, repo URLs and names, for `status` only.
+    write_private(
+        workdir / STATUS_FILE,
+        (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8"),
+    )
 
 
 def read_status(settings: Settings) -> dict[str, Any]:

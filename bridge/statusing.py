@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bridge.config import Settings
+from bridge.display import escape, table
 from bridge.state import STATE_FILE, DeploymentState
 
 
@@ -149,7 +150,9 @@ def held_deletions(last: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def format_held(targets: list[dict[str, Any]]) -> str:
-    """Lines for `status` (table): held deletions by name and id, approval problems."""
+    """Lines for `status` (table): held deletions by name and id, approval problems.
+    Names, ids and notes come from outside (the control plane, approval files):
+    every line is escaped."""
     lines = []
     for t in targets:
         held = t["heldDeletions"]
@@ -161,14 +164,14 @@ def format_held(targets: list[dict[str, Any]]) -> str:
                 f"namespace folder on branch {t['branch']}, or run once with --allow-mass-delete"
             )
         lines.extend(f"target {t['namespace']}: {note}" for note in t["approvalNotes"])
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)
 
 
 def format_status_table(rows: list[dict[str, Any]]) -> str:
     headers = ["NAMESPACE", "NAME", "WANTED", "COMMITTED", "COMMIT", "PUSHED", "LAST ERROR"]
-    table = [headers]
-    for r in rows:
-        table.append(
+    return table(
+        headers,
+        (
             [
                 r["namespace"] or "-",
                 r["name"] or "-",
@@ -176,10 +179,9 @@ def format_status_table(rows: list[dict[str, Any]]) -> str:
                 (r["committedRevision"] or "-")[:8],
                 (r["commit"] or "-")[:12],
                 "yes" if r["pushed"] else "no",
-                (r["lastError"] or "")[:120],
+                # Escaped before it is cut: the 120 are characters as shown.
+                escape(r["lastError"] or "")[:120],
             ]
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
+            for r in rows
+        ),
     )

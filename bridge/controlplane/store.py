@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bridge.privatefiles import create_private, narrow
+
 Doc = dict[str, Any]
 
 _SCHEMA = """
@@ -55,6 +57,12 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite opens it: the documents hold plaintext secret values.
+        # SQLite gives the -wal and -shm files the database's mode when it makes
+        # them; ones an older version left wider are narrowed.
+        create_private(path)
+        for extra in ("-wal", "-shm"):
+            narrow(path.with_name(path.name + extra))
         # isolation_level=None: we open transactions ourselves, so a multi-row
         # change (deployment + its revision) is all or nothing.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
