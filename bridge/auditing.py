@@ -41,8 +41,8 @@ from bridge.approvals import (
     safe_text,
 )
 from bridge.config import Settings, Target
-from bridge.display import escape
 from bridge.formats.commits import parse
+from bridge.observability.display import escape
 from bridge.publishing.history import (
     CommitRecord,
     last_author,
@@ -189,7 +189,7 @@ class AuditReport:
 def _md(text: object) -> str:
     """A value from git (names, authors, paths, trailers: anyone with push access
     wrote them) for one Markdown line or table cell: control characters
-    escaped (bridge.display), `|` escaped so it cannot open a column."""
+    escaped (bridge.observability.display), `|` escaped so it cannot open a column."""
     return escape(text).replace("|", "\\|")
 
 

@@ -26,9 +26,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bridge.config import DNS_LABEL, Settings, Target
-from bridge.display import escape
 from bridge.errors import ConfigError
 from bridge.formats import canonical_yaml
+from bridge.observability.display import escape
 from bridge.state import STATE_FILE
 
 log = logging.getLogger("bridge.bootstrapping")

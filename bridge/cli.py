@@ -16,9 +16,10 @@ from typing import NoReturn
 
 import click
 
-from bridge import __version__, display, logs
+from bridge import __version__
 from bridge.config import Settings, load_settings
 from bridge.errors import BridgeError, ConfigError, unexpected
+from bridge.observability import display, logs
 
 log = logging.getLogger("bridge.cli")
 

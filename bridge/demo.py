@@ -22,9 +22,9 @@ from typing import Any
 import click
 
 from bridge.config import load_settings
-from bridge.display import escape
 from bridge.formats.canonical_yaml import dumps
-from bridge.logs import register_secret
+from bridge.observability.display import escape
+from bridge.observability.logs import register_secret
 from bridge.privatefiles import write_private
 from bridge.running import make_reconciler, summarize, write_status
 

@@ -478,7 +478,7 @@ def run_loop(
     """`gitops-bridge run`: returns the exit code (SPEC §3). No input ends the
     loop: a failure is contained in the deployment, target or cycle it belongs
     to, logged once per change, and the next cycle tries again."""
-    from bridge.metrics import Health, Metrics
+    from bridge.observability.metrics import Health, Metrics
 
     # Only a served registry is read: without --listen (a CronJob's `--once`)
     # nothing would ever see it, and prometheus_client costs ~60 ms to import.
@@ -486,14 +486,14 @@ def run_loop(
     health = Health(poll_interval=settings.control_plane.poll_interval)
     server = None
     if listen:
-        from bridge.serving import start_server
+        from bridge.observability.serving import start_server
 
         assert metrics is not None
         server = start_server(listen, health, metrics.registry)
         log.info("serving /healthz, /readyz and /metrics on %s", server.address)
     stopper = Stopper()
     stopper.install()
-    from bridge.progress import Progress
+    from bridge.observability.progress import Progress
 
     reconciler, close = make_reconciler(
         settings,

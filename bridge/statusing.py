@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bridge.config import Settings
-from bridge.display import escape, table
+from bridge.observability.display import escape, table
 from bridge.state import STATE_FILE, DeploymentState
 
 

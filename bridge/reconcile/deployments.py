@@ -17,8 +17,8 @@ from bridge import RENDER_SCHEMA, __version__
 from bridge.config import Settings
 from bridge.errors import SecretsError
 from bridge.formats.objects import blob_id
-from bridge.logs import deployment_extra
 from bridge.models import Deployment
+from bridge.observability.logs import deployment_extra
 from bridge.reconcile.existing import Existing
 from bridge.reconcile.plans import TreeView
 from bridge.reconcile.sealing import postgres_password, seal_secrets

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from bridge.config import Settings
 from bridge.errors import ControlPlaneError, DeploymentError, unexpected
-from bridge.logs import deployment_extra
 from bridge.models import Deployment, Listener
+from bridge.observability.logs import deployment_extra
 from bridge.reconcile.notices import OnEvent
 
 log = logging.getLogger("bridge.reconcile")

@@ -28,8 +28,8 @@ from bridge.errors import DeploymentError
 from bridge.faults import fault_point
 from bridge.formats.commits import CommitInfo
 from bridge.formats.objects import blob_id
-from bridge.logs import deployment_extra
 from bridge.models import Deployment, Listener
+from bridge.observability.logs import deployment_extra
 from bridge.reconcile.deployments import DeploymentPlanner
 from bridge.reconcile.existing import Existing, ExistingReader
 from bridge.reconcile.guard import Candidates, Decision

@@ -30,7 +30,7 @@ from bridge.errors import (
     LocalCloneBroken,
     PushRejected,
 )
-from bridge.logs import deployment_extra
+from bridge.observability.logs import deployment_extra
 from bridge.reconcile import diffing, guard
 from bridge.reconcile.existing import Existing
 from bridge.reconcile.guard import Candidates, Decision

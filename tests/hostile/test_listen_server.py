@@ -166,8 +166,8 @@ def exchange(address: str, data: bytes, *, read_all: bool = True) -> bytes:
 
 @pytest.fixture
 def served() -> Iterator[tuple[str, list[bytes], threading.Event]]:
-    from bridge.metrics import Health, Metrics
-    from bridge.serving import Request, Response, Route, start_server
+    from bridge.observability.metrics import Health, Metrics
+    from bridge.observability.serving import Request, Response, Route, start_server
 
     bodies: list[bytes] = []
     release = threading.Event()

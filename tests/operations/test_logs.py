@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import logs
+from bridge.observability import logs
 from tests.leakscan import scan_text
 from tests.reconcile.world import World, make_world
 

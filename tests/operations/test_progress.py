@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.progress import MIN_TOTAL, Progress
+from bridge.observability.progress import MIN_TOTAL, Progress
 
 
 def feed(progress: Progress, total: int) -> None:
@@ -36,7 +36,7 @@ def test_silent_when_disabled_or_small() -> None:
 
 def test_enabled_only_on_a_tty_without_quiet_or_json(tmp_path: Path) -> None:
     code = (
-        "from bridge.progress import Progress;"
+        "from bridge.observability.progress import Progress;"
         "print(Progress.for_terminal(quiet=False, log_format='text').enabled,"
         " Progress.for_terminal(quiet=True, log_format='text').enabled,"
         " Progress.for_terminal(quiet=False, log_format='json').enabled)"

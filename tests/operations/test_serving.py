@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.metrics import MAX_DEPLOYMENT_SERIES, Health, Metrics
-from bridge.serving import RunningServer, parse_listen, start_server
+from bridge.observability.metrics import MAX_DEPLOYMENT_SERIES, Health, Metrics
+from bridge.observability.serving import RunningServer, parse_listen, start_server
 
 
 @dataclass

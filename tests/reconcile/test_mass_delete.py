@@ -33,7 +33,7 @@ from prometheus_client import generate_latest
 from bridge.approvals import APPROVAL_FILE, HELD_FILE, parse_approval
 from bridge.auditing import run_audit
 from bridge.formats.commits import TRAILER_KEYS, parse
-from bridge.metrics import Metrics
+from bridge.observability.metrics import Metrics
 from bridge.reconcile.outcomes import CycleReport
 from bridge.running import make_reconciler, read_status, write_status
 from bridge.statusing import format_held, held_deletions

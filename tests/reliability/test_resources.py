@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bridge.metrics import MAX_DEPLOYMENT_SERIES, Metrics
+from bridge.observability.metrics import MAX_DEPLOYMENT_SERIES, Metrics
 from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult
 from bridge.running import make_reconciler
 from tests.reconcile.world import World, make_world

@@ -6,7 +6,7 @@ Printed raw, a newline in one forges a log line or a table row, an ANSI escape
 repaints the terminal, a bidi override makes a name read backwards. `escape`
 is the one place that turns such characters into visible escapes (`\\n`,
 `\\x1b`, `\\u202e`), and every human-facing output goes through it: text logs
-(bridge/logs.py), the `status` and `deployments` tables, `diff`, `rekey`,
+(bridge/observability/logs.py), the `status` and `deployments` tables, `diff`, `rekey`,
 `validate`, `render`, `demo`, `audit --output markdown`, `bootstrap`'s
 comments and the error line of `main`.
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import IO
 
-from bridge.display import escape
+from bridge.observability.display import escape
 
 MIN_TOTAL = 20  # small targets finish before a bar would help
 WIDTH = 30

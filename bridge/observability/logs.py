@@ -14,8 +14,8 @@ import threading
 import time
 from typing import Any
 
-from bridge.display import escape
 from bridge.errors import code_location
+from bridge.observability.display import escape
 from bridge.redaction import MASK, Redacted, scrub
 
 _SECRETS: set[str] = set()

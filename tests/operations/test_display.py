@@ -1,4 +1,4 @@
-"""bridge.display: outside values as one visible line; tables; whether to colour."""
+"""bridge.observability.display: outside values as one visible line; tables; whether to colour."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from bridge import logs
-from bridge.display import escape, escape_block, table, use_color
+from bridge.observability import logs
+from bridge.observability.display import escape, escape_block, table, use_color
 
 pytestmark = pytest.mark.quick
 
