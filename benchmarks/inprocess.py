@@ -142,8 +142,8 @@ PHASES = ("cold", "unchanged", "unchanged_after_restart", "one_change", "hundred
 
 
 def one_n(n: int, runs: int, validate: bool, profile: Path | None = None) -> dict[str, Any]:
+    from bridge.commands.wiring import make_reconciler
     from bridge.config import load_settings
-    from bridge.running import make_reconciler
 
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     figures: dict[str, list[float]] = {phase: [] for phase in PHASES}

@@ -181,7 +181,7 @@ def render(
     Secrets are encrypted with the configured provider (--config); without one,
     a deployment with secrets is refused, as the bridge itself would.
     """
-    from bridge.offline import render_offline
+    from bridge.commands.offline import render_offline
 
     settings = (
         load(config_file, require_api_key=False, require_bridge_key=False)
@@ -341,7 +341,7 @@ def audit(
     """From git history alone: each deployment's revisions with the commit, time, author and
     signature that carried them; commits by others on owned folders; unsigned or
     unknown-signer commits; trailers that do not match their diff. Exit 1 on findings."""
-    from bridge.auditing import run_audit
+    from bridge.commands.audit import run_audit
 
     settings = load(config_file, require_api_key=False, require_bridge_key=False)
     if namespace is not None and settings.target_for(namespace) is None:
@@ -414,7 +414,7 @@ def run(
     allow_mass_delete: bool,
 ) -> None:
     """Poll the control plane and commit what changed (the listener loop)."""
-    from bridge.running import parse_shard, run_loop
+    from bridge.commands.run import parse_shard, run_loop
 
     settings = load(config_file)
     code = run_loop(
@@ -444,7 +444,7 @@ def run(
 )
 def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) -> None:
     """One cycle that writes nothing: the per-deployment, per-resource diff it would commit."""
-    from bridge.running import make_reconciler
+    from bridge.commands.wiring import make_reconciler
 
     settings = load(config_file)
     reconciler, close = make_reconciler(settings, dry_run=True, allow_mass_delete=allow_mass_delete)
@@ -482,8 +482,13 @@ def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) 
 def status(config_file: Path | None, output: str) -> None:
     """Per deployment: revision wanted, commit that carries it, pushed or not, last error;
     then the deletions the mass-delete guard holds, by name and id, per target."""
-    from bridge.running import read_status
-    from bridge.statusing import collect_status, format_held, format_status_table, held_deletions
+    from bridge.commands.status import (
+        collect_status,
+        format_held,
+        format_status_table,
+        held_deletions,
+    )
+    from bridge.commands.statusfile import read_status
 
     settings = load(config_file)
     rows = collect_status(settings)
@@ -503,7 +508,8 @@ def status(config_file: Path | None, output: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be re-encrypted; write nothing.")
 def rekey(config_file: Path | None, dry_run: bool) -> None:
     """Re-encrypt every secret of every deployment for the current recipients or certificate."""
-    from bridge.running import make_reconciler, summarize
+    from bridge.commands.run import summarize
+    from bridge.commands.wiring import make_reconciler
 
     settings = load(config_file)
     if settings.secrets.provider == "none":
@@ -535,7 +541,7 @@ def rekey(config_file: Path | None, dry_run: bool) -> None:
 )
 def demo(directory: Path) -> None:
     """Everything on this machine, no configuration: control plane, git remotes, two cycles."""
-    from bridge.demo import run_demo
+    from bridge.commands.demo import run_demo
 
     code = run_demo(directory)
     if code:
@@ -578,7 +584,7 @@ def bootstrap(
     layout: str | None,
 ) -> None:
     """The Argo CD or Flux manifests that consume the configured targets (offline)."""
-    from bridge.bootstrapping import bootstrap_manifests, manifest_stream, write_manifests
+    from bridge.commands.bootstrap import bootstrap_manifests, manifest_stream, write_manifests
 
     if flavour == "flux" and layout is not None:
         raise click.UsageError("--layout applies to --for argocd only")

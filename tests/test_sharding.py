@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.commands.run import parse_shard
 from bridge.config import Target
 from bridge.errors import ConfigError
 from bridge.reconcile.cycle import shard_owns
-from bridge.running import parse_shard
 
 pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
 

@@ -4,7 +4,7 @@ Read-only plumbing on a clone's git dir (`TargetRepo.path`), one `git log`
 for the whole history. Signatures are checked by git (`%G?`, `%GS`, `%GK`)
 against the allowed-signers file (SSH) or the GnuPG home (OpenPGP) we are
 given; deciding whether the signer is the *right* one is the auditor's job
-(`bridge.auditing`), because git accepts a trusted key under any name.
+(`bridge.commands.audit`), because git accepts a trusted key under any name.
 """
 
 from __future__ import annotations

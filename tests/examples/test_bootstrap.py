@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.bootstrapping import (
+from bridge.commands.bootstrap import (
     bootstrap_manifests,
     dns_name,
     emitted_kinds,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.bootstrapping import bootstrap_manifests
+from bridge.commands.bootstrap import bootstrap_manifests
 from bridge.validation.schemas import validate_document
 from tests.examples.support import EXAMPLES, base_config, settings_from, write_config
 

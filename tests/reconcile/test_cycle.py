@@ -157,7 +157,7 @@ def test_manual_edit_is_restored_and_foreign_files_are_untouched(world: World) -
 def test_concurrent_pusher_is_kept_and_bridge_retries(world: World) -> None:
     world.create("alpha")
     world.cycle()
-    from bridge.running import make_reconciler
+    from bridge.commands.wiring import make_reconciler
 
     settings = world.settings()
     reconciler, close = make_reconciler(settings)

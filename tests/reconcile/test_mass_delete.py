@@ -31,12 +31,13 @@ import pytest
 from prometheus_client import generate_latest
 
 from bridge.approvals import APPROVAL_FILE, HELD_FILE, parse_approval
-from bridge.auditing import run_audit
+from bridge.commands.audit import run_audit
+from bridge.commands.status import format_held, held_deletions
+from bridge.commands.statusfile import read_status, write_status
+from bridge.commands.wiring import make_reconciler
 from bridge.formats.commits import TRAILER_KEYS, parse
 from bridge.observability.metrics import Metrics
 from bridge.reconcile.outcomes import CycleReport
-from bridge.running import make_reconciler, read_status, write_status
-from bridge.statusing import format_held, held_deletions
 from tests.leakscan import scan_repo, scan_text
 from tests.reconcile.world import World, git, make_world
 

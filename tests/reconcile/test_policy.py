@@ -130,7 +130,7 @@ def test_violation_keeps_last_good_commit_and_others_go_on(world: World) -> None
         check=False,
     )
     assert diff.returncode == 1 and "allowedRegistries" in diff.stdout + diff.stderr
-    from bridge.running import write_status
+    from bridge.commands.statusfile import write_status
 
     write_status(world.settings(), report, 0.0)
     status = subprocess.run(

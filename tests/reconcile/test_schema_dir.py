@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge import running
+from bridge.validation import scratch
 from bridge.validation.crds import schema_files, write_schema_files
 from tests.crds import CRDS
 from tests.reconcile.world import World, make_world
@@ -22,7 +22,7 @@ AUTOSCALED = {"min_scale": 1, "max_scale": 3}
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     # Whatever other tests of this process logged: this test counts its own warnings.
-    monkeypatch.setattr(running, "_UNCHECKED_SAID", set())
+    monkeypatch.setattr(scratch, "_UNCHECKED_SAID", set())
     with make_world(tmp_path, ("agents",)) as w:
         yield w
 

@@ -115,7 +115,7 @@ class World:
         return dep
 
     def cycle(self, settings: Settings | None = None, **kwargs: Any) -> CycleReport:
-        from bridge.running import make_reconciler
+        from bridge.commands.wiring import make_reconciler
 
         reconciler, close = make_reconciler(settings or self.settings(), **kwargs)
         try:

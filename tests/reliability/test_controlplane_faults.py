@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.commands.wiring import make_reconciler
 from bridge.errors import ControlPlaneError, ListenerNotFound
 from bridge.reconcile.outcomes import CycleReport
-from bridge.running import make_reconciler
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import head, start_bridge, stop, tree
 

@@ -213,7 +213,7 @@ def human_races(
             name = ("alpha", "beta")[step % 2]
             deps[name] = patch_image(world, deps[name], f"registry.example.com/acme/agent:{step}")
             expected.add(("deploy", deps[name]["id"], deps[name]["latest_revision_id"]))
-            from bridge.running import make_reconciler
+            from bridge.commands.wiring import make_reconciler
 
             reconciler, close = make_reconciler(settings, sleep=capped)
             try:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from bridge.commands.wiring import make_reconciler
 from bridge.observability.metrics import MAX_DEPLOYMENT_SERIES, Metrics
 from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult
-from bridge.running import make_reconciler
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import files_under
 

@@ -470,7 +470,7 @@ def test_auto_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_bogus_engine_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.running import Validator
+    from bridge.validation.scratch import Validator
 
     monkeypatch.setenv(libkustomize.ENGINE_ENV, "bogus")
     with pytest.raises(ConfigError, match="BRIDGE_KUSTOMIZE='bogus'"):

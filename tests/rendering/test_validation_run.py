@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.running import Validator
 from bridge.validation import libkustomize
 from bridge.validation import roots as validation
 from bridge.validation.roots import LIBRARY_BATCH, RootChecker, check_roots
+from bridge.validation.scratch import Validator
 from tests.rendering.test_libkustomize import needs_library
 from tests.rendering.test_validation_parallel import write_roots
 from tests.rendering.test_validator_scratch import roots as broken_roots

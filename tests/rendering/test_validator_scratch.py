@@ -1,4 +1,4 @@
-"""`bridge.running.Validator` writes the roots to tmpfs when it has room, else to the
+"""`bridge.validation.scratch.Validator` writes the roots to tmpfs when it has room, else to the
 system temp dir, and leaves nothing behind. Real kustomize, real directories."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from bridge.config import ControlPlaneSettings, Settings
 from bridge.redaction import Redacted
-from bridge.running import Validator
+from bridge.validation.scratch import Validator
 
 SERVICE = (
     b"apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: ns}\n"
@@ -106,13 +106,13 @@ def test_scratch_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from bridge.running import _scratch_prefix, remove_stale_scratch
+    from bridge.validation.scratch import _scratch_prefix, remove_stale_scratch
 
     made = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import tempfile, sys; from bridge.running import _scratch_prefix; "
+            "import tempfile, sys; from bridge.validation.scratch import _scratch_prefix; "
             "print(tempfile.mkdtemp(prefix=_scratch_prefix(), dir=sys.argv[1]))",
             str(tmp_path),
         ],

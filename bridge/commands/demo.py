@@ -21,12 +21,14 @@ from typing import Any
 
 import click
 
+from bridge.commands.run import summarize
+from bridge.commands.statusfile import write_status
+from bridge.commands.wiring import make_reconciler
 from bridge.config import load_settings
 from bridge.formats.canonical_yaml import dumps
 from bridge.observability.display import escape
 from bridge.observability.logs import register_secret
 from bridge.privatefiles import write_private
-from bridge.running import make_reconciler, summarize, write_status
 
 MARKER = ".gitops-bridge-demo"
 NAMESPACES = ("agents", "agents-staging")

@@ -17,9 +17,9 @@ from bridge.state import STATE_FILE, DeploymentState
 
 
 def collect_status(settings: Settings) -> list[dict[str, Any]]:
+    from bridge.commands.statusfile import read_status
     from bridge.controlplane.client import ControlPlaneClient
     from bridge.publishing.repo import TargetRepo
-    from bridge.running import read_status
 
     with ControlPlaneClient.from_settings(settings.control_plane) as client:
         listing = client.list_listener_deployments()
