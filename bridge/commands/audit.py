@@ -41,7 +41,7 @@ from bridge.approvals import (
     safe_text,
 )
 from bridge.config import Settings, Target
-from bridge.formats.commits import parse
+from bridge.formats.commits import ParsedCommit, parse
 from bridge.observability.display import escape
 from bridge.publishing.history import (
     CommitRecord,
@@ -239,25 +239,57 @@ def audit_target(
     signing_key: str | None,
     require_signed: bool,
 ) -> tuple[list[DeploymentHistory], list[Finding]]:
-    base = PurePosixPath(target.path) if target.path else PurePosixPath()
-    ns = target.namespace
     if head is None:
         return [], []
-    checked = allowed_signers is not None or (signing_key is not None and gnupg_home is not None)
-    commits = read_history(git_dir, ref, allowed_signers=allowed_signers, gnupg_home=gnupg_home)
-    deployments: dict[str, DeploymentHistory] = {}
-    findings: list[Finding] = []
-    readme = str(base / "README.md")
+    audit = _TargetAudit(
+        target,
+        git_dir,
+        bridge_email=bridge_email,
+        checked=allowed_signers is not None or (signing_key is not None and gnupg_home is not None),
+        signing_key=signing_key,
+        require_signed=require_signed,
+    )
+    for rec in read_history(git_dir, ref, allowed_signers=allowed_signers, gnupg_home=gnupg_home):
+        audit.commit(rec)
+    audit.settle(head)
+    return list(audit.deployments.values()), audit.findings
 
-    def owned(path: str) -> tuple[str, str] | bool | None:
+
+class _TargetAudit:
+    """One target's history read commit by commit: the bridge's own commits become
+    revisions of deployments, anything else on owned paths a finding."""
+
+    def __init__(
+        self,
+        target: Target,
+        git_dir: Path,
+        *,
+        bridge_email: str,
+        checked: bool,
+        signing_key: str | None,
+        require_signed: bool,
+    ) -> None:
+        self.target = target
+        self.ns = target.namespace
+        self.git_dir = git_dir
+        self.base = PurePosixPath(target.path) if target.path else PurePosixPath()
+        self.readme = str(self.base / "README.md")
+        self.bridge_email = bridge_email
+        self.checked = checked
+        self.signing_key = signing_key
+        self.require_signed = require_signed
+        self.deployments: dict[str, DeploymentHistory] = {}
+        self.findings: list[Finding] = []
+
+    def owned(self, path: str) -> tuple[str, str] | bool | None:
         """(cluster, folder) for a path in a deployment folder; True for shared files."""
         p = PurePosixPath(path)
         try:
-            rel = p.relative_to(base)
+            rel = p.relative_to(self.base)
         except ValueError:
             return None
-        parts = rel.parts
-        if str(p) == readme:
+        parts, ns = rel.parts, self.ns
+        if str(p) == self.readme:
             return True
         if len(parts) == 3 and parts[1] == ns and parts[2] == "kustomization.yaml":
             return True
@@ -265,116 +297,41 @@ def audit_target(
             # The operator's approval file is theirs to commit; the held record is
             # the bridge's (a human edit of it is drift).
             return True if "/".join(parts[2:]) == HELD_FILE else None
-        if len(parts) >= 4 and parts[1] == ns and (target.cluster in (None, parts[0])):
+        if len(parts) >= 4 and parts[1] == ns and (self.target.cluster in (None, parts[0])):
             return (parts[0], parts[2])
         return None
 
-    for rec in commits:
+    def commit(self, rec: CommitRecord) -> None:
         folders: set[tuple[str, str]] = set()
         shared = False
         for path in rec.paths:
-            o = owned(path)
+            o = self.owned(path)
             if isinstance(o, tuple):
                 folders.add(o)
             elif o is True:
                 shared = True
         if not folders and not shared:
-            continue
+            return
         who = f"{rec.author_name} <{rec.author_email}>"
         parsed = parse(rec.message)
         if parsed is None:
-            findings.append(
-                Finding(
-                    "drift",
-                    ns,
-                    rec.sha,
-                    "a commit not made by the bridge changed files the bridge owns",
-                    who,
-                    rec.author_time,
-                    sorted(rec.paths),
-                )
+            self._find(
+                "drift", rec, "a commit not made by the bridge changed files the bridge owns"
             )
-            continue
-        tr = parsed.trailers
-        problems = []
-        if tr.get("Namespace") != ns or parsed.namespace != ns:
-            problems.append(f"Namespace trailer {tr.get('Namespace')!r} is not the target's {ns!r}")
-        wanted = (tr.get("Cluster", ""), tr.get("Deployment-Name", ""))
-        others = folders - {wanted}
-        if others:
-            problems.append(
-                "touches folders of other deployments: "
-                + ", ".join(f"{c}/{ns}/{n}" for c, n in sorted(others))
-            )
-        if parsed.name != wanted[1]:
-            problems.append(f"subject names {parsed.name!r}, trailers {wanted[1]!r}")
-        problems += _approval_problems(git_dir, rec, parsed.kind, tr, base / wanted[0] / ns)
-        state_path = str(base / wanted[0] / ns / wanted[1] / STATE_FILE)
-        if parsed.kind != "delete":
-            data = read_file(git_dir, rec.sha, state_path)
-            state = _state(data)
-            if state is None:
-                problems.append(f"no readable {STATE_FILE} in the folder it deploys")
-            elif state.deployment_id != tr.get("Deployment-Id"):
-                problems.append(
-                    f"Deployment-Id trailer {tr.get('Deployment-Id')} but the folder holds "
-                    f"deployment {state.deployment_id}"
-                )
-            elif state.revision_id != parsed.revision_id and parsed.kind == "deploy":
-                problems.append(
-                    f"Revision-Id trailer {parsed.revision_id} but the folder holds "
-                    f"revision {state.revision_id}"
-                )
+            return
+        wanted = (parsed.trailers.get("Cluster", ""), parsed.trailers.get("Deployment-Name", ""))
+        problems = self._problems(rec, parsed, folders, wanted)
         if problems:
-            findings.append(
-                Finding(
-                    "trailer-mismatch",
-                    ns,
-                    rec.sha,
-                    "; ".join(problems),
-                    who,
-                    rec.author_time,
-                    sorted(rec.paths),
-                )
-            )
-        sig = _signature(rec, bridge_email, signing_key, checked)
-        if require_signed or checked:
-            if rec.signature == "N":
-                findings.append(
-                    Finding(
-                        "unsigned", ns, rec.sha, "bridge commit is not signed", who, rec.author_time
-                    )
-                )
-            elif rec.signature in ("B", "R"):
-                findings.append(
-                    Finding(
-                        "bad-signature",
-                        ns,
-                        rec.sha,
-                        f"signature is {sig['status']}",
-                        who,
-                        rec.author_time,
-                    )
-                )
-            elif checked and not sig["verified"]:
-                findings.append(
-                    Finding(
-                        "unknown-signer",
-                        ns,
-                        rec.sha,
-                        f"signed by {rec.signer or rec.key or 'an unknown key'} "
-                        f"({sig['status']}), not by the bridge's key",
-                        who,
-                        rec.author_time,
-                    )
-                )
-        dep_id = tr.get("Deployment-Id", "")
-        hist = deployments.get(dep_id)
+            self._find("trailer-mismatch", rec, "; ".join(problems))
+        sig = _signature(rec, self.bridge_email, self.signing_key, self.checked)
+        self._signature_findings(rec, sig)
+        dep_id = parsed.trailers.get("Deployment-Id", "")
+        hist = self.deployments.get(dep_id)
         if hist is None:
-            hist = deployments[dep_id] = DeploymentHistory(
-                target=ns,
+            hist = self.deployments[dep_id] = DeploymentHistory(
+                target=self.ns,
                 cluster=wanted[0],
-                namespace=ns,
+                namespace=self.ns,
                 name=wanted[1],
                 deployment_id=dep_id,
             )
@@ -391,23 +348,87 @@ def audit_target(
                 approved_by=parsed.approved_by,
             )
         )
-    # What is deployed now: the state files at the head.
-    current: dict[str, tuple[str, DeploymentState]] = {}
-    for path in list_files(git_dir, head, str(base) if str(base) != "." else ""):
-        p = PurePosixPath(path)
-        if p.name == STATE_FILE and owned(path):
-            state = _state(read_file(git_dir, head, path))
-            if state is not None:
-                current[state.deployment_id] = (str(p.parent), state)
-    for dep_id, hist in deployments.items():
-        now = current.get(dep_id)
-        if now is None:
-            hist.deleted = True
-            continue
-        hist.current_revision = now[1].revision_id
-        carried = [r for r in hist.history if r.kind != "delete"]
-        hist.current_commit = carried[-1].commit if carried else None
-    return list(deployments.values()), findings
+
+    def _find(self, kind: str, rec: CommitRecord, what: str, *, paths: bool = True) -> None:
+        who = f"{rec.author_name} <{rec.author_email}>"
+        listed = sorted(rec.paths) if paths else []
+        self.findings.append(Finding(kind, self.ns, rec.sha, what, who, rec.author_time, listed))
+
+    def _problems(
+        self,
+        rec: CommitRecord,
+        parsed: ParsedCommit,
+        folders: set[tuple[str, str]],
+        wanted: tuple[str, str],
+    ) -> list[str]:
+        """Where a bridge commit's subject, trailers and tree disagree."""
+        tr, ns = parsed.trailers, self.ns
+        problems = []
+        if tr.get("Namespace") != ns or parsed.namespace != ns:
+            problems.append(f"Namespace trailer {tr.get('Namespace')!r} is not the target's {ns!r}")
+        others = folders - {wanted}
+        if others:
+            problems.append(
+                "touches folders of other deployments: "
+                + ", ".join(f"{c}/{ns}/{n}" for c, n in sorted(others))
+            )
+        if parsed.name != wanted[1]:
+            problems.append(f"subject names {parsed.name!r}, trailers {wanted[1]!r}")
+        problems += _approval_problems(
+            self.git_dir, rec, parsed.kind, tr, self.base / wanted[0] / ns
+        )
+        if parsed.kind == "delete":
+            return problems
+        state_path = str(self.base / wanted[0] / ns / wanted[1] / STATE_FILE)
+        state = _state(read_file(self.git_dir, rec.sha, state_path))
+        if state is None:
+            problems.append(f"no readable {STATE_FILE} in the folder it deploys")
+        elif state.deployment_id != tr.get("Deployment-Id"):
+            problems.append(
+                f"Deployment-Id trailer {tr.get('Deployment-Id')} but the folder holds "
+                f"deployment {state.deployment_id}"
+            )
+        elif state.revision_id != parsed.revision_id and parsed.kind == "deploy":
+            problems.append(
+                f"Revision-Id trailer {parsed.revision_id} but the folder holds "
+                f"revision {state.revision_id}"
+            )
+        return problems
+
+    def _signature_findings(self, rec: CommitRecord, sig: dict[str, Any]) -> None:
+        if not (self.require_signed or self.checked):
+            return
+        if rec.signature == "N":
+            self._find("unsigned", rec, "bridge commit is not signed", paths=False)
+        elif rec.signature in ("B", "R"):
+            self._find("bad-signature", rec, f"signature is {sig['status']}", paths=False)
+        elif self.checked and not sig["verified"]:
+            self._find(
+                "unknown-signer",
+                rec,
+                f"signed by {rec.signer or rec.key or 'an unknown key'} "
+                f"({sig['status']}), not by the bridge's key",
+                paths=False,
+            )
+
+    def settle(self, head: str) -> None:
+        """What is deployed now: the state files at the head."""
+        current: dict[str, tuple[str, DeploymentState]] = {}
+        base = str(self.base) if str(self.base) != "." else ""
+        for path in list_files(self.git_dir, head, base):
+            p = PurePosixPath(path)
+            if p.name == STATE_FILE and self.owned(path):
+                state = _state(read_file(self.git_dir, head, path))
+                if state is not None:
+                    current[state.deployment_id] = (str(p.parent), state)
+        for dep_id, hist in self.deployments.items():
+            now = current.get(dep_id)
+            if now is None:
+                hist.deleted = True
+                continue
+            hist.current_revision = now[1].revision_id
+            carried = [r for r in hist.history if r.kind != "delete"]
+            hist.current_commit = carried[-1].commit if carried else None
 
 
 def _approval_problems(

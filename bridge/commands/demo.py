@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,47 @@ def _prepare_dir(directory: Path) -> None:
     (directory / MARKER).write_text("made by `gitops-bridge demo`; safe to delete\n")
 
 
-def run_demo(directory: Path) -> int:
-    import pyrage
+@dataclass(frozen=True)
+class _Keys:
+    """What the demo generates: kept in `<dir>/keys`, outside every repo, 0600."""
 
-    from bridge.controlplane.client import ControlPlaneClient, deployment_request
+    age_key: Path
+    recipient: str
+    api_key: str
+    bridge_key: str
+    env_file: Path
+
+
+def run_demo(directory: Path) -> int:
+    from bridge.controlplane.client import ControlPlaneClient
     from bridge.controlplane.server import start_in_thread
 
     started = time.monotonic()
     directory = directory.resolve()
     _prepare_dir(directory)
-    keys = directory / "keys"
+    keys = _make_keys(directory / "keys")
+    server = start_in_thread(db=directory / "control-plane.db", api_key=keys.api_key)
+    try:
+        with ControlPlaneClient.admin(server.url, keys.api_key) as admin:
+            listener_id = admin.create_listener("demo-cluster", list(NAMESPACES))["id"]
+            support, research = _create_deployments(admin, listener_id)
+            config_file = _write_config(directory, server.url, listener_id, keys.recipient)
+            env = {
+                **os.environ,
+                "LANGSMITH_API_KEY": keys.api_key,
+                "GITOPS_BRIDGE_KEY": keys.bridge_key,
+            }
+            settings = load_settings(config_file, env=env)
+            code = _run_cycles(settings, admin, support["id"], research["id"])
+    finally:
+        server.stop()
+    _show(directory, keys, config_file, port=server.url.rsplit(":", 1)[1])
+    click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
+    return code
+
+
+def _make_keys(keys: Path) -> _Keys:
+    import pyrage
 
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
@@ -79,103 +111,100 @@ def run_demo(directory: Path) -> int:
         f"export LANGSMITH_API_KEY={api_key}\nexport GITOPS_BRIDGE_KEY={bridge_key}\n"
         f"export SOPS_AGE_KEY_FILE={age_key}\n".encode(),
     )
+    return _Keys(age_key, recipient, api_key, bridge_key, env_file)
 
-    server = start_in_thread(db=directory / "control-plane.db", api_key=api_key)
-    try:
-        with ControlPlaneClient.admin(server.url, api_key) as admin:
-            listener = admin.create_listener("demo-cluster", list(NAMESPACES))
-            listener_id = listener["id"]
-            support = admin.create_deployment(
-                deployment_request(
-                    "support-agent",
-                    listener_id,
-                    "agents",
-                    "registry.example.com/acme/support-agent:1.4.2",
-                    secrets=[
-                        {"name": "OPENAI_API_KEY", "value": "sk-demo-" + secrets.token_hex(16)},
-                        {"name": "ZENDESK_TOKEN", "value": "zd-demo-" + secrets.token_hex(16)},
-                    ],
-                )
-            )
-            research = admin.create_deployment(
-                deployment_request(
-                    "research-agent",
-                    listener_id,
-                    "agents",
-                    "registry.example.com/acme/research-agent:2.0.0",
-                    resource_spec={"min_scale": 1, "max_scale": 5, "cpu": 2, "memory_mb": 2048},
-                )
-            )
-            admin.create_deployment(
-                deployment_request(
-                    "triage-agent",
-                    listener_id,
-                    "agents-staging",
-                    "registry.example.com/acme/triage-agent:0.9.0",
-                )
-            )
-            for namespace in NAMESPACES:
-                _git(
-                    "init",
-                    "-q",
-                    "--bare",
-                    "-b",
-                    "main",
-                    str(directory / "remotes" / f"{namespace}.git"),
-                )
-            config = {
-                "controlPlane": {
-                    "url": server.url,
-                    "apiKeyEnv": "LANGSMITH_API_KEY",
-                    "listenerId": listener_id,
-                    "pollInterval": 15,
-                },
-                "targets": [
-                    {
-                        "namespace": namespace,
-                        "repo": (directory / "remotes" / f"{namespace}.git").as_uri(),
-                        "branch": "main",
-                    }
-                    for namespace in NAMESPACES
-                ],
-                "git": {
-                    "authorName": "LangSmith GitOps Bridge (demo)",
-                    "authorEmail": "gitops-bridge@demo.invalid",
-                    "workdir": str(directory / "workdir"),
-                },
-                "secrets": {
-                    "provider": "sops",
-                    "bridgeKeyEnv": "GITOPS_BRIDGE_KEY",
-                    "sops": {"ageRecipients": [recipient]},
-                },
+
+def _create_deployments(admin: Any, listener_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Three deployments: support-agent with secrets, research-agent autoscaled,
+    triage-agent in the other namespace. (support, research)."""
+    from bridge.controlplane.client import deployment_request
+
+    support = admin.create_deployment(
+        deployment_request(
+            "support-agent",
+            listener_id,
+            "agents",
+            "registry.example.com/acme/support-agent:1.4.2",
+            secrets=[
+                {"name": "OPENAI_API_KEY", "value": "sk-demo-" + secrets.token_hex(16)},
+                {"name": "ZENDESK_TOKEN", "value": "zd-demo-" + secrets.token_hex(16)},
+            ],
+        )
+    )
+    research = admin.create_deployment(
+        deployment_request(
+            "research-agent",
+            listener_id,
+            "agents",
+            "registry.example.com/acme/research-agent:2.0.0",
+            resource_spec={"min_scale": 1, "max_scale": 5, "cpu": 2, "memory_mb": 2048},
+        )
+    )
+    admin.create_deployment(
+        deployment_request(
+            "triage-agent",
+            listener_id,
+            "agents-staging",
+            "registry.example.com/acme/triage-agent:0.9.0",
+        )
+    )
+    return support, research
+
+
+def _write_config(directory: Path, url: str, listener_id: str, recipient: str) -> Path:
+    """Bare remotes per namespace and the bridge.yaml that uses them."""
+    for namespace in NAMESPACES:
+        _git("init", "-q", "--bare", "-b", "main", str(directory / "remotes" / f"{namespace}.git"))
+    config = {
+        "controlPlane": {
+            "url": url,
+            "apiKeyEnv": "LANGSMITH_API_KEY",
+            "listenerId": listener_id,
+            "pollInterval": 15,
+        },
+        "targets": [
+            {
+                "namespace": namespace,
+                "repo": (directory / "remotes" / f"{namespace}.git").as_uri(),
+                "branch": "main",
             }
-            config_file = directory / "bridge.yaml"
-            config_file.write_text(dumps(config))
-            env = {**os.environ, "LANGSMITH_API_KEY": api_key, "GITOPS_BRIDGE_KEY": bridge_key}
-            settings = load_settings(config_file, env=env)
+            for namespace in NAMESPACES
+        ],
+        "git": {
+            "authorName": "LangSmith GitOps Bridge (demo)",
+            "authorEmail": "gitops-bridge@demo.invalid",
+            "workdir": str(directory / "workdir"),
+        },
+        "secrets": {
+            "provider": "sops",
+            "bridgeKeyEnv": "GITOPS_BRIDGE_KEY",
+            "sops": {"ageRecipients": [recipient]},
+        },
+    }
+    config_file = directory / "bridge.yaml"
+    config_file.write_text(dumps(config))
+    return config_file
 
-            click.secho("== cycle 1: three new deployments", bold=True)
-            code = _cycle(settings)
-            click.secho(
-                "\n== control plane: new image for support-agent, research-agent deleted",
-                bold=True,
-            )
-            admin.patch_deployment(
-                support["id"],
-                {
-                    "source_revision_config": {
-                        "image_uri": "registry.example.com/acme/support-agent:1.5.0"
-                    }
-                },
-            )
-            admin.delete_deployment(research["id"])
-            click.secho("== cycle 2", bold=True)
-            code = max(code, _cycle(settings))
-            click.secho("== cycle 3 (nothing changed: no commit, no push)", bold=True)
-            code = max(code, _cycle(settings))
-    finally:
-        server.stop()
 
+def _run_cycles(settings: Any, admin: Any, support_id: str, research_id: str) -> int:
+    click.secho("== cycle 1: three new deployments", bold=True)
+    code = _cycle(settings)
+    click.secho(
+        "\n== control plane: new image for support-agent, research-agent deleted", bold=True
+    )
+    admin.patch_deployment(
+        support_id,
+        {"source_revision_config": {"image_uri": "registry.example.com/acme/support-agent:1.5.0"}},
+    )
+    admin.delete_deployment(research_id)
+    click.secho("== cycle 2", bold=True)
+    code = max(code, _cycle(settings))
+    click.secho("== cycle 3 (nothing changed: no commit, no push)", bold=True)
+    return max(code, _cycle(settings))
+
+
+def _show(directory: Path, keys: _Keys, config_file: Path, *, port: str) -> None:
+    """git log, the files, and what to look at next."""
     for namespace in NAMESPACES:
         remote = directory / "remotes" / f"{namespace}.git"
         click.secho(f"\n== git log of {remote}", bold=True)
@@ -195,14 +224,12 @@ def run_demo(directory: Path) -> int:
     click.echo(
         f"""  manifests of one deployment:   {kubectl} kustomize {clone}/demo-cluster/agents/support-agent
   the whole namespace:           {kubectl} kustomize {clone}/demo-cluster/agents
-  decrypt its secrets:           SOPS_AGE_KEY_FILE={age_key} sops --decrypt {clone}/demo-cluster/agents/support-agent/secret-env.yaml
-  run the bridge yourself:       . {env_file} && gitops-bridge run --config {config_file}
+  decrypt its secrets:           SOPS_AGE_KEY_FILE={keys.age_key} sops --decrypt {clone}/demo-cluster/agents/support-agent/secret-env.yaml
+  run the bridge yourself:       . {keys.env_file} && gitops-bridge run --config {config_file}
   (the control plane is stopped; restart it with
-   gitops-bridge control-plane serve --db {directory / "control-plane.db"} --port {server.url.rsplit(":", 1)[1]} --api-key $LANGSMITH_API_KEY)
-  everything is in {directory} (keys in {keys}, outside every repo)"""
+   gitops-bridge control-plane serve --db {directory / "control-plane.db"} --port {port} --api-key $LANGSMITH_API_KEY)
+  everything is in {directory} (keys in {keys.age_key.parent}, outside every repo)"""
     )
-    click.echo(f"\ndemo finished in {time.monotonic() - started:.1f}s")
-    return code
 
 
 def _cycle(settings: Any) -> int:
