@@ -58,6 +58,7 @@ from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
     LOCAL_TIMEOUT,
+    REMOTE_CONFIG,
     REMOTE_TIMEOUT,
     GitResult,
     Transport,
@@ -82,7 +83,7 @@ _NO_AUTO_GC = ("-c", "gc.auto=0", "-c", "maintenance.auto=false")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 # Signs in git's stderr that the local clone, not the remote, is the problem.
 _LOCAL_DAMAGE = re.compile(
-    r"bad object|corrupt|unable to read|did not send all necessary objects|missing object"
+    r"bad object|corrupt|unable to read(?! askpass)|did not send all necessary objects|missing object"
     r"|loose object|packfile|not a git repository|cannot lock ref|unable to create .*\.lock"
     r"|index-pack failed|invalid sha1 pointer|bad sha1|broken link",
     re.IGNORECASE,
@@ -489,7 +490,7 @@ class TargetRepo:
             # the next cycle (13 s at 10,000 deployments after a cold cycle).
             # push() runs `gc --auto` once a cycle has published, and the
             # check above before a fetch when git's thresholds are passed.
-            config=_NO_AUTO_GC,
+            config=(*_NO_AUTO_GC, *REMOTE_CONFIG),
         )
         if fetched.returncode != 0:
             if "couldn't find remote ref" in fetched.stderr:
@@ -1061,6 +1062,7 @@ class TargetRepo:
             f"{self.local_ref}:{self.local_ref}",
             env=self.transport.remote_env(),
             timeout=REMOTE_TIMEOUT,
+            config=REMOTE_CONFIG,
         )
         status = _porcelain_status(result.stdout.decode("utf-8", "replace"), self.local_ref)
         if status is None:
