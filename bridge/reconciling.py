@@ -44,6 +44,9 @@ from bridge import RENDER_SCHEMA, __version__
 from bridge.approvals import (
     APPROVAL_KEY,
     HELD_FILE,
+    MAX_APPROVAL_BYTES,
+    MAX_HELD_BYTES,
+    MAX_HELD_IDS,
     ApprovalFileError,
     approval_path,
     held_record,
@@ -67,10 +70,12 @@ from bridge.errors import (
 from bridge.faults import checkpoint, crash_soon, fault_point
 from bridge.logs import deployment_extra
 from bridge.models import Deployment, Listener
-from bridge.publishing.objects import blob_id
+from bridge.publishing.objects import blob_id, entry_kind, quote_path
+from bridge.publishing.repo import check_repo_path
 from bridge.redaction import Redacted
 from bridge.secrets.providers import Sealer
-from bridge.state import STATE_FILE, DeploymentState, SecretRecord
+from bridge.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState, SecretRecord
+from bridge.untrusted import UntrustedInput
 
 log = logging.getLogger("bridge.reconcile")
 
@@ -79,6 +84,10 @@ Action = Literal[
 ]
 ESCROW_POSTGRES = "postgres-password"
 SECRET_MAX_BYTES = 1024 * 1024  # Kubernetes' limit on a Secret's data
+# The largest file of a deployment folder the bridge reads back to restore it:
+# a sealed Secret of SECRET_MAX_BYTES is ~1.4 MB; a state file could name any
+# blob of the repo, so a read on its word is bounded.
+FILE_MAX_BYTES = 16 * 1024 * 1024
 SYNC_THREADS = 4  # targets fetched at the same time
 
 
@@ -111,6 +120,38 @@ def _is_state_of(rel: str, namespace: str) -> bool:
     return len(parts) == 4 and parts[1] == namespace and parts[3] == STATE_FILE
 
 
+_UNREADABLE_HINT = (
+    "restore the file as the bridge last committed it (`git log -- <path>`, then "
+    "`git checkout <commit> -- <path>` and push); deleting the folder instead deploys "
+    "it afresh, with a new generated Postgres password"
+)
+
+
+def _edited(old: _Existing) -> str:
+    """The entries of a drifted folder that differ from the state file's record."""
+    recorded = {k: v for k, v in old.state.files.items() if k != STATE_FILE}
+    names = sorted(
+        n for n in recorded.keys() | old.files.keys() if recorded.get(n) != old.files.get(n)
+    )
+    shown = []
+    for name in names[:10]:
+        entry = old.files.get(name)
+        kind = entry_kind(entry) if entry is not None else None
+        what = "removed" if entry is None else "added" if name not in recorded else "changed"
+        shown.append(f"{quote_path(name)} ({kind or what})")
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return ", ".join(shown) + more
+
+
+def _detail(e: ValueError) -> str:
+    """A parse error's text as a predicate: "state file: 'x' is ..." -> "'x' is ..."."""
+    text = str(e)
+    for prefix in ("state file: ", "state file "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
 def _root_key(files: Mapping[str, bytes]) -> str:
     """A root's identity for validation: its file names and contents."""
     return hashlib.sha256(
@@ -124,8 +165,11 @@ class Repo(Protocol):
     def sync(self) -> str | None: ...
     def ls_tree(self, prefix: str) -> dict[str, str]: ...
     def read_blob(self, blob: str) -> bytes: ...
-    def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]: ...
-    def preload_blobs(self, blobs: Sequence[str]) -> None: ...
+    def read_blobs(
+        self, blobs: Sequence[str], *, max_bytes: int | None = None
+    ) -> dict[str, bytes]: ...
+    def preload_blobs(self, blobs: Sequence[str], *, max_bytes: int | None = None) -> None: ...
+    def blob_sizes(self, entries: Sequence[str]) -> dict[str, int]: ...
     def commit_all(
         self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
     ) -> list[str | None]: ...
@@ -276,8 +320,11 @@ class Reconciler:
         self.on_event = on_event or (lambda _name, _data: None)
         self._state_cache: dict[str, DeploymentState] = {}
         self._states_seen: set[str] = set()  # state blobs read this cycle
-        # ns folder -> (head commit, its deployments, their state blob ids)
-        self._existing_cache: dict[str, tuple[str, dict[str, _Existing], list[str]]] = {}
+        # ns folder -> (head commit, its deployments, their state blob ids, folders
+        # whose state file cannot be trusted -> why)
+        self._existing_cache: dict[
+            str, tuple[str, dict[str, _Existing], list[str], dict[str, str]]
+        ] = {}
         # dep id -> (deployment, render context, input fingerprint) of the last
         # cycle; rebuilt each cycle, so it holds the deployments listed last.
         self._fingerprints: dict[str, _Remembered] = {}
@@ -363,7 +410,8 @@ class Reconciler:
                         for path, blob in repo.ls_tree(prefix).items()
                         if blob not in self._state_cache
                         and _is_state_of(path[len(prefix) :], target.namespace)
-                    ]
+                    ],
+                    max_bytes=MAX_STATE_BYTES,
                 )
             except (BridgeError, ValueError, OSError) as e:
                 log.debug("reading state files ahead failed (%s); read in the cycle", e)
@@ -601,12 +649,24 @@ class Reconciler:
             context = last_context
         self._contexts[target.key] = context
         tree = repo.ls_tree(ns_dir + "/")
-        existing = self._existing_states(repo, tree, ns_dir, head)
+        existing, unreadable = self._existing_states(repo, tree, ns_dir, head)
         outcomes: list[Outcome] = []
         changes: list[Change] = []
 
         live = [d for d in deployments if not d.awaiting_delete]
         names = folder_names(live)
+        # A broken state file in the folder of a listed deployment fails that
+        # deployment (below, every cycle); one in any other folder is told once.
+        alone = sorted(why for f, why in unreadable.items() if f not in names.values())
+        if self._changed((target.key, "unreadable"), tuple(alone)):
+            for why in alone:
+                log.error(
+                    "target %s: %s; the bridge leaves its folder as it is (%s)",
+                    target.namespace,
+                    why,
+                    _UNREADABLE_HINT,
+                    extra={"target": target.namespace, "event": "unreadable-state"},
+                )
         # Deletions: gone from a complete listing, or AWAITING_DELETE. A deployment
         # that is listed but did not parse is present: a parse error never deletes.
         listed_ids = {d.id for d in live} | unparsed_ids
@@ -631,7 +691,7 @@ class Reconciler:
         # The folder set after this cycle, for the namespace kustomization, and the
         # blob ids of the shared files as they will be after each commit, so that
         # each commit carries exactly the shared-file changes its deployment causes.
-        current_folders = {e.folder for e in existing.values()}
+        current_folders = {e.folder for e in existing.values()} | set(unreadable)
         readme_path = str(PurePosixPath(target.path, "README.md")) if target.path else "README.md"
         kustomization_path = f"{ns_dir}/kustomization.yaml"
         shared_blobs = {
@@ -680,6 +740,13 @@ class Reconciler:
                 outcomes.append(outcome)
                 try:
                     fault_point("plan-deployment", dep.name)
+                    if unreadable and names[dep.id] in unreadable:
+                        raise DeploymentError(
+                            f"{unreadable[names[dep.id]]}; its folder is left as it is",
+                            deployment_id=dep.id,
+                            deployment_name=dep.name,
+                            hint=_UNREADABLE_HINT,
+                        )
                     planned = self._plan_deployment(
                         dep,
                         names[dep.id],
@@ -873,10 +940,16 @@ class Reconciler:
         record_blob = tree.get(record_path)
         if record_blob is not None:
             try:
-                recorded = set(parse_approval(repo.read_blob(record_blob)))
-            except ApprovalFileError as e:
-                # Someone broke the bridge's record: hold everything, the safe reading.
-                notes.append(f"the held-deletion record {record_path} {e}; every deletion held")
+                data = self._read_small(repo, record_blob, MAX_HELD_BYTES)
+                recorded = set(parse_approval(data, max_bytes=MAX_HELD_BYTES, max_ids=MAX_HELD_IDS))
+            except (ApprovalFileError, UntrustedInput) as e:
+                # Someone broke the bridge's record: hold everything, the safe reading
+                # (it exists to hold deletions; which ones cannot be known now).
+                notes.append(
+                    f"the held-deletion record {self._shown(repo, record_path)} {e}; every "
+                    "deletion held until it is fixed or removed (an approval or "
+                    "--allow-mass-delete writes it anew)"
+                )
                 recorded = set(candidates)
         if self.allow_mass_delete:
             self._changed((target.key, "held"), ())
@@ -995,8 +1068,8 @@ class Reconciler:
         sha, name, email, _subject = last
         author = f"{safe_text(name) or '?'} <{safe_text(email) or '?'}>"
         try:
-            ids = parse_approval(repo.read_blob(blob))
-        except ApprovalFileError as e:
+            ids = parse_approval(self._read_small(repo, blob, MAX_APPROVAL_BYTES))
+        except (ApprovalFileError, UntrustedInput) as e:
             notes.append(
                 f"approval file {path} (commit {sha[:12]} by {author}) {e}; "
                 "nothing is deleted on its word"
@@ -1131,15 +1204,17 @@ class Reconciler:
             if not drift and not resealed:
                 return None
             if drift and not resealed:
-                last = self._current_repo.last_commit_for(folder_path)
-                who = f"{last[1]} <{last[2]}> in {last[0][:12]}" if last else "unknown"
+                self._check_deletable(dep, old, folder_path, keep=old.state.files)
+                restored = self._restore_files(dep, old, folder_path)
                 log.warning(
-                    "manual edit in %s (last commit by %s); restoring what the bridge committed",
-                    folder_path,
-                    who,
+                    "manual edit in %s: %s (last commit by %s); restoring what the bridge "
+                    "committed",
+                    quote_path(folder_path),
+                    _edited(old),
+                    self._last_change(folder_path),
                     extra=deployment_extra(dep.name, dep.id, event="drift"),
                 )
-                return "restore", self._restore_files(old), old.state
+                return "restore", restored, old.state
 
         # Render (the only path that costs anything), once per cycle: a rejected
         # push re-plans on the new head, and if our folder there is as it was,
@@ -1213,6 +1288,9 @@ class Reconciler:
                 and old_blob is not None
                 and record.digest == plan_digest
                 and record.sealed_for == sealed_for
+                # Only what the bridge sealed: a hand-edited file is sealed afresh.
+                and old is not None
+                and old_blob == old.state.files.get(plan.file)
             ):
                 files[plan.file] = self._read_blob(old_blob)
             else:
@@ -1252,6 +1330,8 @@ class Reconciler:
             escrow=escrow,
         )
         files[STATE_FILE] = state.to_bytes()
+        if old is not None and old.folder == name:
+            self._check_deletable(dep, old, folder_path, keep=files)
         self._plans[plan_key] = (kind, files, state)
         return kind, files, state
 
@@ -1292,8 +1372,9 @@ class Reconciler:
 
     def _existing_states(
         self, repo: Repo, tree: dict[str, str], ns_dir: str, head: str | None = None
-    ) -> dict[str, _Existing]:
-        """The deployments the tree holds, by id. Kept per namespace folder and head
+    ) -> tuple[dict[str, _Existing], dict[str, str]]:
+        """The deployments the tree holds, by id, and the folders whose state file
+        cannot be trusted (folder -> why). Kept per namespace folder and head
         commit (content-addressed, so never stale): when the branch did not move,
         the next cycle skips sorting 10,000 files into folders (12 % of an
         unchanged cycle at 10,000 deployments)."""
@@ -1301,17 +1382,17 @@ class Reconciler:
         cached = self._existing_cache.get(ns_dir)
         if head is not None and cached is not None and cached[0] == head:
             self._states_seen.update(cached[2])
-            return cached[1]
-        existing, state_blobs = self._read_existing(repo, tree, ns_dir)
+            return cached[1], cached[3]
+        existing, state_blobs, unreadable = self._read_existing(repo, tree, ns_dir)
         if head is not None:
-            self._existing_cache[ns_dir] = (head, existing, state_blobs)
+            self._existing_cache[ns_dir] = (head, existing, state_blobs, unreadable)
         else:
             self._existing_cache.pop(ns_dir, None)
-        return existing
+        return existing, unreadable
 
     def _read_existing(
         self, repo: Repo, tree: dict[str, str], ns_dir: str
-    ) -> tuple[dict[str, _Existing], list[str]]:
+    ) -> tuple[dict[str, _Existing], list[str], dict[str, str]]:
         state_blobs: list[str] = []
         folders: dict[str, dict[str, str]] = {}
         prefix = ns_dir + "/"
@@ -1321,61 +1402,137 @@ class Reconciler:
             if len(parts) == 2:
                 folders.setdefault(parts[0], {})[parts[1]] = blob
         existing: dict[str, _Existing] = {}
+        # A folder whose state file is broken (pushed by anyone: nested, oversized,
+        # naming paths outside its folder, not a file) is left as it is: never
+        # written, never deleted, still listed in the namespace kustomization. Its
+        # deployment fails by name until someone restores the file (README,
+        # Failure modes); guessing could lose its escrowed Postgres password.
+        unreadable: dict[str, str] = {}
         unread = [
             state_id
             for files in folders.values()
             if (state_id := files.get(STATE_FILE)) is not None and state_id not in self._state_cache
         ]
-        try:
-            read = repo.read_blobs(unread) if unread else {}
-        except ValueError:
-            read = {}  # one is not a blob: read one by one below, to name it
+        read = repo.read_blobs(unread, max_bytes=MAX_STATE_BYTES) if unread else {}
         for folder, files in sorted(folders.items()):
             state_blob = files.get(STATE_FILE)
             if state_blob is None:
                 continue
-            self._states_seen.add(state_blob)
-            state_blobs.append(state_blob)
             state = self._state_cache.get(state_blob)
             if state is None:
                 try:
                     data = read.get(state_blob)
-                    state = DeploymentState.from_bytes(
-                        repo.read_blob(state_blob) if data is None else data
-                    )
+                    if data is None:
+                        raise UntrustedInput(self._unread_why(repo, state_blob, MAX_STATE_BYTES))
+                    state = DeploymentState.from_bytes(data)
+                    check_repo_path(prefix + folder, listed=True)
                 except ValueError as e:
-                    log.warning(
-                        "ignoring unreadable state file %s/%s/%s: %s", ns_dir, folder, STATE_FILE, e
-                    )
+                    path = f"{prefix}{folder}/{STATE_FILE}"
+                    unreadable[folder] = f"state file {self._shown(repo, path)}: {_detail(e)}"
                     continue
                 if len(self._state_cache) > 100_000:
                     self._state_cache.clear()
                 self._state_cache[state_blob] = state
+            self._states_seen.add(state_blob)
+            state_blobs.append(state_blob)
             other = {f: b for f, b in files.items() if f != STATE_FILE}
             if state.deployment_id in existing:
                 log.warning(
                     "two folders claim deployment %s: %s and %s; keeping the first",
                     state.deployment_id,
-                    existing[state.deployment_id].folder,
-                    folder,
+                    quote_path(existing[state.deployment_id].folder),
+                    quote_path(folder),
                 )
                 continue
             existing[state.deployment_id] = _Existing(folder=folder, state=state, files=other)
-        return existing, state_blobs
+        return existing, state_blobs, unreadable
+
+    def _read_small(self, repo: Repo, entry: str, max_bytes: int) -> bytes:
+        """The bytes of a listing entry that must be a file of at most `max_bytes`
+        (an approval, the held record): sized before it is read, never read
+        otherwise. UntrustedInput says why ("is a symlink, not a file", ...)."""
+        data = repo.read_blobs([entry], max_bytes=max_bytes).get(entry)
+        if data is None:
+            raise UntrustedInput(self._unread_why(repo, entry, max_bytes))
+        return data
+
+    def _unread_why(self, repo: Repo, entry: str, max_bytes: int) -> str:
+        """Why a bounded read left `entry` (a listing entry) out."""
+        kind = entry_kind(entry)
+        if kind is not None:
+            return f"is {kind}, not a file"
+        size = repo.blob_sizes([entry]).get(entry)
+        if size is None:
+            return "is not in the repository"
+        return f"is {size} bytes; at most {max_bytes} are read"
+
+    def _shown(self, repo: Repo, path: str) -> str:
+        """`path` (quoted as git would) and the commit that last changed it."""
+        last = repo.last_commit_for(path)
+        if last is None:
+            return quote_path(path)
+        sha, name, email, _subject = last
+        return (
+            f"{quote_path(path)} (last changed in commit {sha[:12]} by "
+            f"{safe_text(name) or '?'} <{safe_text(email) or '?'}>)"
+        )
 
     @staticmethod
     def _drifted(old: _Existing) -> bool:
+        # Listing entries name anything but a regular file as "<mode> <id>", so
+        # this one comparison also finds symlinks, executables and gitlinks.
         recorded = {k: v for k, v in old.state.files.items() if k != STATE_FILE}
         return recorded != old.files
 
-    def _restore_files(self, old: _Existing) -> dict[str, bytes]:
-        files = {
-            fname: self._read_blob(blob)
-            for fname, blob in old.state.files.items()
-            if fname != STATE_FILE
-        }
+    def _restore_files(self, dep: Deployment, old: _Existing, folder_path: str) -> dict[str, bytes]:
+        """The folder's files as the state file records them. Its blob ids come
+        from a file anyone may have edited: each is read only if it is a blob of
+        the repo of at most FILE_MAX_BYTES."""
+        wanted = {f: b for f, b in old.state.files.items() if f != STATE_FILE}
+        read = self._current_repo.read_blobs(list(wanted.values()), max_bytes=FILE_MAX_BYTES)
+        lost = sorted(f for f, b in wanted.items() if b not in read)
+        if lost:
+            state_path = f"{folder_path}/{STATE_FILE}"
+            raise DeploymentError(
+                f"cannot restore {quote_path(folder_path)}: its state file "
+                f"{self._shown(self._current_repo, state_path)} records "
+                f"{', '.join(repr(f) for f in lost[:5])} as blob(s) that "
+                f"{self._unread_why(self._current_repo, wanted[lost[0]], FILE_MAX_BYTES)}",
+                deployment_id=dep.id,
+                deployment_name=dep.name,
+                hint=_UNREADABLE_HINT,
+            )
+        files = {fname: read[blob] for fname, blob in wanted.items()}
         files[STATE_FILE] = old.state.to_bytes()
         return files
+
+    def _check_deletable(
+        self, dep: Deployment, old: _Existing, folder_path: str, keep: Mapping[str, object]
+    ) -> None:
+        """DeploymentError when an entry of the folder that this plan removes has a
+        name git cannot put in an index (".", "..", ".git": anyone who can push
+        may have made one with plumbing); other names, newlines and backslashes
+        included, are removed like any file."""
+        for fname in sorted(old.files):
+            if fname in keep:
+                continue
+            path = f"{folder_path}/{fname}"
+            try:
+                check_repo_path(path, listed=True)
+            except ValueError:
+                raise DeploymentError(
+                    f"its folder holds {self._shown(self._current_repo, path)}, a name the "
+                    "bridge cannot remove; nothing of the deployment is committed",
+                    deployment_id=dep.id,
+                    deployment_name=dep.name,
+                    hint="remove that entry from the branch with a commit of your own",
+                ) from None
+
+    def _last_change(self, path: str) -> str:
+        last = self._current_repo.last_commit_for(path)
+        if last is None:
+            return "unknown"
+        return f"{safe_text(last[1]) or '?'} <{safe_text(last[2]) or '?'}> in {last[0][:12]}"
 
     def _diff(
         self,
@@ -1391,6 +1548,10 @@ class Reconciler:
                 continue
             new = write[path]
             old_blob = tree.get(path)
+            other = entry_kind(old_blob) if old_blob else None
+            if other is not None:
+                chunks.append(f"~ {quote_path(path)}: {other}, would become a file\n")
+                old_blob = None
             old = repo.read_blob(old_blob) if old_blob else b""
             if PurePosixPath(path).name.startswith("secret-"):
                 if old != new:
@@ -1407,7 +1568,7 @@ class Reconciler:
         for path in delete:
             removed = sorted(p for p in tree if p == path or p.startswith(path + "/"))
             for p in removed:
-                chunks.append(f"- {p} (deleted)\n")
+                chunks.append(f"- {quote_path(p)} (deleted)\n")
         return "".join(chunks)
 
 

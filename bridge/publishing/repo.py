@@ -53,7 +53,7 @@ from typing import IO
 from bridge.config import GitSettings, Target
 from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
 from bridge.faults import checkpoint
-from bridge.publishing.objects import PLAIN_PATH, blob_id, c_quote, entry_id
+from bridge.publishing.objects import PLAIN_PATH, REGULAR_FILE, blob_id, c_quote
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
@@ -591,7 +591,10 @@ class TargetRepo:
                     continue
                 meta, _, raw_path = record.partition(b"\t")
                 mode, _kind, oid = meta.decode().split(" ")
-                entries[raw_path.decode("utf-8", "surrogateescape")] = entry_id(mode, oid)
+                # objects.entry_id, inlined: this loop runs once per file of the repo.
+                entries[raw_path.decode("utf-8", "surrogateescape")] = (
+                    oid if mode == REGULAR_FILE else f"{mode} {oid}"
+                )
             self._listing = (head, entries)
         listing = self._listing[1]
         if not prefix:

@@ -132,12 +132,13 @@ def test_writes_replace_any_entry_kind_and_any_pushed_name_can_be_deleted(
             f"{FOLDER}/a.yaml": ("120000", YAML),
             f"{FOLDER}/b.yaml": ("100755", YAML),
             f"{FOLDER}/c.yaml": ("160000", base.encode()),
+            f"{FOLDER}/d.yaml/inner.yaml": ("100644", YAML),  # a folder where a file belongs
         },
     )
     repo = open_repo()
     repo.sync()
-    restore = {f"{FOLDER}/{n}": YAML for n in ("a.yaml", "b.yaml", "c.yaml")}
-    commits = [("restore", restore, odd)]
+    restore = {f"{FOLDER}/{n}": YAML for n in ("a.yaml", "b.yaml", "c.yaml", "d.yaml")}
+    commits = [("restore", restore, [*odd, f"{FOLDER}/d.yaml/inner.yaml"])]
     if batch == 2:
         commits.append(("another", {"prod/agents/other.yaml": b"o\n"}, []))
     shas = repo.commit_all(commits)
