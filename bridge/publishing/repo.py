@@ -53,7 +53,7 @@ from typing import IO
 from bridge.config import GitSettings, Target
 from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
 from bridge.faults import checkpoint
-from bridge.publishing.objects import PLAIN_PATH, REGULAR_FILE, blob_id, c_quote
+from bridge.publishing.objects import PLAIN_PATH, REGULAR_FILE, blob_id, c_quote, quote_path
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
@@ -81,6 +81,7 @@ _IMPORT_REF = "refs/bridge/import"
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _NO_AUTO_GC = ("-c", "gc.auto=0", "-c", "maintenance.auto=false")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_INVALID_PATH = re.compile(r"invalid path '(.*)'")
 # Signs in git's stderr that the local clone, not the remote, is the problem.
 _LOCAL_DAMAGE = re.compile(
     r"bad object|corrupt|unable to read(?! askpass)|did not send all necessary objects|missing object"
@@ -991,7 +992,7 @@ class TargetRepo:
             if not reuse:
                 index.unlink(missing_ok=True)
                 if parent is not None:
-                    self._must("read-tree", "read-tree", parent, env=env)
+                    self._read_tree(parent, env)
                 else:
                     self._must("read-tree", "read-tree", "--empty", env=env)
             records: list[bytes] = []
@@ -1021,6 +1022,24 @@ class TargetRepo:
             raise
         self._index_tree = tree
         return tree
+
+    def _read_tree(self, parent: str, env: Mapping[str, str]) -> None:
+        """`read-tree` of the parent into the index. git refuses an index entry
+        named ".", ".." or ".git", which anyone can push with plumbing: that is the
+        branch's problem, not the clone's (cloning again would find it again)."""
+        result = self._git("read-tree", parent, env=env)
+        if result.returncode == 0:
+            return
+        bad = _INVALID_PATH.search(result.stderr)
+        if bad is None:
+            raise self._broken("read-tree", result.stderr)
+        raise GitError(
+            f"target {self._ns}: branch {self.branch} holds an entry named "
+            f"{quote_path(bad.group(1))}, which git refuses in an index; signed commits are "
+            "made through one, so none can be made until it is removed",
+            hint="remove that entry with a commit of your own (made with `git fast-import` "
+            "or `git mktree`: a checkout refuses it too)",
+        )
 
     def _hash_blobs(self, contents: list[bytes]) -> list[str]:
         if len(contents) == 1:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,52 @@ def test_paths_are_shown_quoted_the_way_git_shows_them() -> None:
     assert quote_path("a/\x1b[31m") == '"a/\\033[31m"'
     assert quote_path("a/\udcff") == '"a/\\377"'
     assert quote_path("a/\u00e9t\u00e9") == "a/\u00e9t\u00e9"
+
+
+def test_a_name_git_refuses_in_an_index_stops_signed_commits_without_recloning(
+    open_repo: OpenRepo, remote: Path, tmp_path: Path, git_settings: Any
+) -> None:
+    from bridge.config import GitSettings, SigningSettings
+    from bridge.errors import GitError, LocalCloneBroken
+    from tests.keys import ssh_keygen
+
+    # `git update-index` refuses such a name too: the tree is made with mktree.
+    push_entries(remote, tmp_path, {f"{FOLDER}/a.yaml": ("100644", YAML)})
+    clone = tmp_path / "crafted"
+    git("clone", "-q", "--bare", remote.as_uri(), str(clone))
+    blob = _hash(clone, YAML)
+    tree = _mktree(clone, [f"100644 blob {blob}\t..", f"100644 blob {blob}\ta.yaml"])
+    for name in ("chat", "agents", "prod"):
+        tree = _mktree(clone, [f"040000 tree {tree}\t{name}"])
+    head = git("rev-parse", "main", cwd=clone).strip()
+    sha = git("commit-tree", tree, "-p", head, "-m", "crafted", cwd=clone).strip()
+    git("push", "-q", "origin", f"{sha}:refs/heads/main", cwd=clone)
+    key = ssh_keygen(tmp_path / "signing_key")
+    settings = GitSettings(
+        author_name=git_settings.author_name,
+        author_email=git_settings.author_email,
+        workdir=git_settings.workdir,
+        signing=SigningSettings(format="ssh", key_file=key),
+    )
+    repo = open_repo(settings=settings)
+    repo.sync()
+    with pytest.raises(GitError) as caught:
+        repo.commit_all([("signed", {"prod/agents/other.yaml": b"o\n"}, [])])
+    assert not isinstance(caught.value, LocalCloneBroken)
+    assert "prod/agents/chat/.." in str(caught.value) and "refuses" in str(caught.value)
+    assert not (repo.path / "bridge-needs-reclone").exists()
+
+
+def _mktree(clone: Path, lines: list[str]) -> str:
+    return (
+        subprocess.run(
+            ["git", "mktree", "-z"],
+            cwd=clone,
+            input="".join(f"{line}\0" for line in lines).encode(),
+            capture_output=True,
+            check=True,
+            env=_env(),
+        )
+        .stdout.decode()
+        .strip()
+    )
