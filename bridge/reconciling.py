@@ -127,6 +127,15 @@ _UNREADABLE_HINT = (
 )
 
 
+def _unreadable_error(dep: Deployment, why: str) -> DeploymentError:
+    return DeploymentError(
+        f"{why}; its folder is left as it is",
+        deployment_id=dep.id,
+        deployment_name=dep.name,
+        hint=_UNREADABLE_HINT,
+    )
+
+
 def _edited(old: _Existing) -> str:
     """The entries of a drifted folder that differ from the state file's record."""
     recorded = {k: v for k, v in old.state.files.items() if k != STATE_FILE}
@@ -655,18 +664,7 @@ class Reconciler:
 
         live = [d for d in deployments if not d.awaiting_delete]
         names = folder_names(live)
-        # A broken state file in the folder of a listed deployment fails that
-        # deployment (below, every cycle); one in any other folder is told once.
-        alone = sorted(why for f, why in unreadable.items() if f not in names.values())
-        if self._changed((target.key, "unreadable"), tuple(alone)):
-            for why in alone:
-                log.error(
-                    "target %s: %s; the bridge leaves its folder as it is (%s)",
-                    target.namespace,
-                    why,
-                    _UNREADABLE_HINT,
-                    extra={"target": target.namespace, "event": "unreadable-state"},
-                )
+        self._report_unreadable(target, unreadable, set(names.values()))
         # Deletions: gone from a complete listing, or AWAITING_DELETE. A deployment
         # that is listed but did not parse is present: a parse error never deletes.
         listed_ids = {d.id for d in live} | unparsed_ids
@@ -741,12 +739,7 @@ class Reconciler:
                 try:
                     fault_point("plan-deployment", dep.name)
                     if unreadable and names[dep.id] in unreadable:
-                        raise DeploymentError(
-                            f"{unreadable[names[dep.id]]}; its folder is left as it is",
-                            deployment_id=dep.id,
-                            deployment_name=dep.name,
-                            hint=_UNREADABLE_HINT,
-                        )
+                        raise _unreadable_error(dep, unreadable[names[dep.id]])
                     planned = self._plan_deployment(
                         dep,
                         names[dep.id],
@@ -1455,6 +1448,23 @@ class Reconciler:
         if data is None:
             raise UntrustedInput(self._unread_why(repo, entry, max_bytes))
         return data
+
+    def _report_unreadable(
+        self, target: Target, unreadable: Mapping[str, str], listed_folders: Collection[str]
+    ) -> None:
+        """A broken state file in the folder of a listed deployment fails that
+        deployment (every cycle, by name); one in any other folder is told here,
+        once per change."""
+        alone = sorted(why for f, why in unreadable.items() if f not in listed_folders)
+        if self._changed((target.key, "unreadable"), tuple(alone)):
+            for why in alone:
+                log.error(
+                    "target %s: %s; the bridge leaves its folder as it is (%s)",
+                    target.namespace,
+                    why,
+                    _UNREADABLE_HINT,
+                    extra={"target": target.namespace, "event": "unreadable-state"},
+                )
 
     def _unread_why(self, repo: Repo, entry: str, max_bytes: int) -> str:
         """Why a bounded read left `entry` (a listing entry) out."""
