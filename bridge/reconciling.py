@@ -175,10 +175,10 @@ class Repo(Protocol):
     def ls_tree(self, prefix: str) -> dict[str, str]: ...
     def read_blob(self, blob: str) -> bytes: ...
     def read_blobs(
-        self, blobs: Sequence[str], *, max_bytes: int | None = None
+        self, blobs: Sequence[str], *, max_bytes: int | None = None, missing_ok: bool = False
     ) -> dict[str, bytes]: ...
     def preload_blobs(self, blobs: Sequence[str], *, max_bytes: int | None = None) -> None: ...
-    def blob_sizes(self, entries: Sequence[str]) -> dict[str, int]: ...
+    def blob_sizes(self, entries: Sequence[str], *, missing_ok: bool = False) -> dict[str, int]: ...
     def commit_all(
         self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
     ) -> list[str | None]: ...
@@ -1471,9 +1471,9 @@ class Reconciler:
         kind = entry_kind(entry)
         if kind is not None:
             return f"is {kind}, not a file"
-        size = repo.blob_sizes([entry]).get(entry)
+        size = repo.blob_sizes([entry], missing_ok=True).get(entry)
         if size is None:
-            return "is not in the repository"
+            return "is not a file in the repository"
         return f"is {size} bytes; at most {max_bytes} are read"
 
     def _shown(self, repo: Repo, path: str) -> str:
@@ -1499,7 +1499,9 @@ class Reconciler:
         from a file anyone may have edited: each is read only if it is a blob of
         the repo of at most FILE_MAX_BYTES."""
         wanted = {f: b for f, b in old.state.files.items() if f != STATE_FILE}
-        read = self._current_repo.read_blobs(list(wanted.values()), max_bytes=FILE_MAX_BYTES)
+        read = self._current_repo.read_blobs(
+            list(wanted.values()), max_bytes=FILE_MAX_BYTES, missing_ok=True
+        )
         lost = sorted(f for f, b in wanted.items() if b not in read)
         if lost:
             state_path = f"{folder_path}/{STATE_FILE}"
@@ -1510,7 +1512,9 @@ class Reconciler:
                 f"{self._unread_why(self._current_repo, wanted[lost[0]], FILE_MAX_BYTES)}",
                 deployment_id=dep.id,
                 deployment_name=dep.name,
-                hint=_UNREADABLE_HINT,
+                hint=f"{_UNREADABLE_HINT}; if the bridge's own last commit of the folder records "
+                "those blobs, the local clone is damaged: delete it from git.workdir and the "
+                "bridge clones it again",
             )
         files = {fname: read[blob] for fname, blob in wanted.items()}
         files[STATE_FILE] = old.state.to_bytes()

@@ -614,30 +614,35 @@ class TargetRepo:
         if blob_ids:
             self._preloaded.update(self.read_blobs(blob_ids, max_bytes=max_bytes))
 
-    def blob_sizes(self, entries: Sequence[str]) -> dict[str, int]:
+    def blob_sizes(self, entries: Sequence[str], *, missing_ok: bool = False) -> dict[str, int]:
         """Blob id -> size, of those of `entries` (listing entries or ids) that are
-        blobs in the clone; the rest (not an id, missing, another kind of object,
-        a symlink's or gitlink's entry) are left out. One `cat-file --batch-check`;
-        nothing is read."""
+        blobs in the clone; the rest (not an id, another kind of object, a
+        symlink's or gitlink's entry) are left out. One `cat-file --batch-check`;
+        nothing is read. An id the clone lacks means damage (a listing's entries
+        exist: the fetch checked), LocalCloneBroken, unless `missing_ok` (an id
+        from a file's content, which may name anything): then it is left out."""
         ids = [e for e in dict.fromkeys(entries) if _OID.match(e)]
         if not ids:
             return {}
         self._ensure()
-        out = self._must(
-            "cat-file --batch-check",
-            "cat-file",
-            "--batch-check",
-            input="".join(f"{oid}\n" for oid in ids).encode(),
+        result = self._git(
+            "cat-file", "--batch-check", input="".join(f"{i}\n" for i in ids).encode()
         )
+        if result.returncode != 0:
+            raise self._broken("cat-file --batch-check", result.stderr)
         sizes: dict[str, int] = {}
-        for line in out.decode().splitlines():
+        for line in result.stdout.decode().splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[1] == "blob":
                 sizes[parts[0]] = int(parts[2])
+            elif len(parts) == 2 and parts[1] == "missing" and not missing_ok:
+                raise self._broken(
+                    "cat-file --batch-check", f"object {parts[0]} is missing; {result.stderr}"
+                )
         return sizes
 
     def read_blobs(
-        self, blob_ids: Sequence[str], *, max_bytes: int | None = None
+        self, blob_ids: Sequence[str], *, max_bytes: int | None = None, missing_ok: bool = False
     ) -> dict[str, bytes]:
         """Blob id -> bytes, through one long-lived `git cat-file --batch`. With many
         ids a thread writes the requests while this one reads the answers: no round
@@ -646,13 +651,13 @@ class TargetRepo:
         With `max_bytes` the ids may come from anyone (a state file, a listing
         entry that is not a file): each is first sized by blob_sizes(), and only
         blobs of at most `max_bytes` are read; the rest are left out of the result
-        and never read (blob_sizes() tells the caller why)."""
+        and never read (blob_sizes() tells the caller why); `missing_ok` as there."""
         ids = list(dict.fromkeys(blob_ids))
         ahead = {oid: self._preloaded.pop(oid) for oid in ids if oid in self._preloaded}
         if max_bytes is not None:
             ahead = {oid: data for oid, data in ahead.items() if len(data) <= max_bytes}
             rest = [oid for oid in ids if oid not in ahead]
-            sizes = self.blob_sizes(rest) if rest else {}
+            sizes = self.blob_sizes(rest, missing_ok=missing_ok) if rest else {}
             ids = [oid for oid in rest if sizes.get(oid, max_bytes + 1) <= max_bytes]
             return {**ahead, **self.read_blobs(ids)} if ids else ahead
         if ahead:

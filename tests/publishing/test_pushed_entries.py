@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bridge.errors import LocalCloneBroken
 from bridge.publishing import TargetRepo
 from bridge.publishing.objects import blob_id, entry_kind, quote_path
 from tests.gitservers import git
@@ -177,10 +178,14 @@ def test_an_oversized_blob_is_sized_and_never_read(
     repo = open_repo()
     repo.sync()
     ids = [blob_id(big), blob_id(b"s\n"), "0" * 40, "not an id"]
-    assert repo.blob_sizes(ids) == {blob_id(big): len(big), blob_id(b"s\n"): 2}
+    sizes = {blob_id(big): len(big), blob_id(b"s\n"): 2}
+    assert repo.blob_sizes(ids, missing_ok=True) == sizes
     assert repo.read_blobs(ids[:1], max_bytes=1 << 20) == {}
     assert repo._catfile is None  # the long-lived reader never even started
-    assert repo.read_blobs(ids, max_bytes=1 << 20) == {blob_id(b"s\n"): b"s\n"}
+    assert repo.read_blobs(ids, max_bytes=1 << 20, missing_ok=True) == {blob_id(b"s\n"): b"s\n"}
+    # An id the clone lacks is damage, unless it came from a file's content.
+    with pytest.raises(LocalCloneBroken, match="is missing"):
+        repo.read_blobs(ids, max_bytes=1 << 20)
 
 
 def test_paths_are_shown_quoted_the_way_git_shows_them() -> None:

@@ -95,7 +95,9 @@ def test_a_state_file_naming_blobs_the_repo_lacks_fails_its_deployment(world: Wo
     report = world.cycle()
     errors = failed(report)
     assert set(errors) == {"alpha"}, errors
-    assert "cannot restore" in errors["alpha"] and "is not in the repository" in errors["alpha"]
+    assert (
+        "cannot restore" in errors["alpha"] and "is not a file in the repository" in errors["alpha"]
+    )
     assert sha[:12] in errors["alpha"] and "kustomization.yaml" in errors["alpha"]
     workdir = world.root / "workdir"
     assert not list(workdir.glob("*/bridge-needs-reclone"))  # the repo is fine; the file lies
