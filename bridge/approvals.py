@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-import yaml
+from bridge.untrusted import UntrustedInput, parse_yaml
 
 APPROVAL_FOLDER = ".gitops-bridge"
 APPROVAL_FILE = f"{APPROVAL_FOLDER}/approve-delete"
@@ -35,6 +35,10 @@ HELD_FILE = f"{APPROVAL_FOLDER}/held-delete"
 APPROVAL_KEY = "deploymentIds"
 MAX_APPROVAL_BYTES = 64 * 1024  # an approval of 1,000 ids is ~40 KB
 MAX_APPROVED_IDS = 10_000
+# The held record lists every deletion still held, one id per line (~40 bytes):
+# room for 100,000, ten times the largest target measured (Scale and sizing).
+MAX_HELD_BYTES = 4 * 1024 * 1024
+MAX_HELD_IDS = 100_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -59,21 +63,20 @@ def held_record(ids: Iterable[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def parse_approval(data: bytes) -> tuple[str, ...]:
+def parse_approval(
+    data: bytes, *, max_bytes: int = MAX_APPROVAL_BYTES, max_ids: int = MAX_APPROVED_IDS
+) -> tuple[str, ...]:
     """The deployment ids an approval file lists, sorted and without duplicates.
 
     Strict, so a typo never approves anything: a mapping with exactly the key
-    `deploymentIds`, whose value is a non-empty list of deployment ids."""
-    if len(data) > MAX_APPROVAL_BYTES:
-        raise ApprovalFileError(f"is {len(data)} bytes; at most {MAX_APPROVAL_BYTES} are read")
+    `deploymentIds`, whose value is a non-empty list of deployment ids. Parsed
+    through bridge.untrusted: too large or nested too deep is an ApprovalFileError
+    (callers check the blob's size before they read it, too)."""
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApprovalFileError("is not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ApprovalFileError(f"is not valid YAML{where}") from None
+        doc = parse_yaml(data, source="approval", max_bytes=max_bytes)
+    except UntrustedInput as e:
+        # "approval: 70000 bytes; at most 65536 are read" -> "is 70000 bytes; ..."
+        raise ApprovalFileError(f"is {str(e).partition(': ')[2]}") from None
     if not isinstance(doc, dict) or set(doc) != {APPROVAL_KEY}:
         found = sorted(str(k) for k in doc) if isinstance(doc, dict) else type(doc).__name__
         raise ApprovalFileError(
@@ -82,8 +85,8 @@ def parse_approval(data: bytes) -> tuple[str, ...]:
     ids = doc[APPROVAL_KEY]
     if not isinstance(ids, list) or not ids:
         raise ApprovalFileError(f"{APPROVAL_KEY!r} must be a non-empty list of deployment ids")
-    if len(ids) > MAX_APPROVED_IDS:
-        raise ApprovalFileError(f"{APPROVAL_KEY!r} lists more than {MAX_APPROVED_IDS} ids")
+    if len(ids) > max_ids:
+        raise ApprovalFileError(f"{APPROVAL_KEY!r} lists more than {max_ids} ids")
     for index, item in enumerate(ids):
         if not isinstance(item, str) or not _ID.match(item):
             shown = item if isinstance(item, str | int | float | bool) else type(item).__name__

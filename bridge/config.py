@@ -446,6 +446,47 @@ def _env_secret(reader: _Reader, key_path: str, env_var: str, *, required: bool)
     return Redacted(value)
 
 
+def _check_repo_url(reader: _Reader, key: str, repo: str) -> None:
+    """A target's repo URL: a scheme git speaks, and no password in it for any
+    scheme. A password in a URL would reach the clone's config, the status file
+    and `audit`; the error never shows it (nor anything else in the user info)."""
+    try:
+        parts = urlsplit(repo)
+        password = parts.password
+    except ValueError:
+        raise ConfigError(
+            f"{reader.source}: key `{key}` is not a URL ({_without_userinfo(repo)}); allowed: "
+            "a file://, https:// or ssh:// URL",
+            hint=f"set it in the file or with {env_name(key)}",
+        ) from None
+    if password is not None:
+        raise ConfigError(
+            f"{reader.source}: key `{key}` has a password in the URL "
+            f"({_without_userinfo(repo)}); allowed: a URL without a password",
+            hint="https: put the credentials in environment variables named by "
+            "git.https.usernameEnv and git.https.passwordEnv; ssh: use a deploy key "
+            "(git.ssh.keyFile); then change the password, it has been in the config",
+        )
+    if parts.scheme not in ("file", "https", "http", "ssh"):
+        raise reader.error(
+            key,
+            _without_userinfo(repo),
+            "a file://, https:// or ssh:// URL (scp-like paths: use ssh://)",
+        )
+
+
+def _without_userinfo(url: str) -> str:
+    """A URL to show in an error: whatever stands before its last "@" in the
+    authority (user and password) replaced by `****`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}{sep}****@{authority.rsplit('@', 1)[1]}{slash}{path}"
+
+
 def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) -> Settings:
     def v(path: str) -> Any:
         return _value(reader, path)
@@ -709,20 +750,7 @@ def _targets(reader: _Reader, git_ssh: SshSettings, git_https: HttpsSettings) ->
         repo = values["repo"]
         if not repo:
             raise reader.error(f"{where}.repo", repo, "a file://, https:// or ssh:// URL")
-        scheme = urlsplit(repo).scheme
-        if scheme not in ("file", "https", "http", "ssh"):
-            raise reader.error(
-                f"{where}.repo",
-                repo,
-                "a file://, https:// or ssh:// URL (scp-like paths: use ssh://)",
-            )
-        if scheme in ("https", "http") and urlsplit(repo).password is not None:
-            raise ConfigError(
-                f"{reader.source}: key `{where}.repo` has a password in the URL; allowed: a URL "
-                "without credentials",
-                hint="put the credentials in environment variables named by git.https.usernameEnv"
-                " and git.https.passwordEnv",
-            )
+        _check_repo_url(reader, f"{where}.repo", repo)
         branch = values["branch"]
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", branch) or ".." in branch:
             raise reader.error(f"{where}.branch", branch, "a branch name")

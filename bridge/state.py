@@ -13,9 +13,12 @@ someone else (drift).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from bridge.untrusted import UntrustedInput, parse_json
 
 STATE_FILE = ".gitops-bridge.state"
 SCHEMA_VERSION = 1
@@ -69,32 +72,111 @@ class DeploymentState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeploymentState:
-        """Parse a state file; ValueError when it is not one we can trust."""
-        try:
-            doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"state file is not valid JSON: {e}") from None
+        """Parse a state file; UntrustedInput (a ValueError) naming the field when it
+        is not one we can trust. Anyone who can push may have written it: every
+        field is checked for type and shape, so that nothing in it can name a path
+        outside its folder, forge a commit trailer or nest deep enough to crash."""
+        # No depth walk (a third of the time): every value kept is type-checked below.
+        doc = parse_json(data, source="state file", max_bytes=MAX_STATE_BYTES, max_depth=None)
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_VERSION:
-            raise ValueError("state file has an unknown schema")
-        try:
-            dep = doc["deployment"]
-            secrets = {
-                str(name): SecretRecord(digest=str(rec["digest"]), sealed_for=str(rec["sealedFor"]))
-                for name, rec in (doc.get("secrets") or {}).items()
-            }
-            return cls(
-                deployment_id=str(dep["id"]),
-                deployment_name=str(dep["name"]),
-                namespace=str(dep["namespace"]),
-                cluster=str(doc["cluster"]),
-                listener_id=str(doc["listenerId"]),
-                revision_id=dep.get("revisionId"),
-                image=dep.get("image"),
-                input_digest=str(doc["inputDigest"]),
-                bridge_version=str(doc["bridgeVersion"]),
-                files={str(k): str(v) for k, v in (doc.get("files") or {}).items()},
-                secrets=secrets,
-                escrow={str(k): str(v) for k, v in (doc.get("escrow") or {}).items()},
+            raise UntrustedInput("state file has an unknown schema")
+        dep = _mapping(doc, "deployment")
+        secrets = {
+            _file_name("secrets", name): SecretRecord(
+                digest=_text(rec, "digest", _DIGEST, where=f"secrets.{name}.digest"),
+                sealed_for=_text(rec, "sealedFor", _LINE, where=f"secrets.{name}.sealedFor"),
             )
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"state file is missing a field: {e}") from None
+            for name, rec in _mapping(doc, "secrets", optional=True).items()
+        }
+        # The file map is most of a state file: one pass when all is well, and
+        # the checks that name the culprit only when not.
+        files: dict[str, str] = _mapping(doc, "files", optional=True)
+        if not all(type(b) is str and _FILE.match(n) and _OID.match(b) for n, b in files.items()):
+            for name, blob in files.items():
+                _blob_id(_file_name("files", name), blob)
+        escrow = {
+            _file_name("escrow", name): _value(f"escrow.{name}", token, _LINE)
+            for name, token in _mapping(doc, "escrow", optional=True).items()
+        }
+        return cls(
+            deployment_id=_text(dep, "id", _ID, where="deployment.id"),
+            deployment_name=_text(dep, "name", _NAME, where="deployment.name"),
+            namespace=_text(dep, "namespace", _NAME, where="deployment.namespace", empty=True),
+            cluster=_text(doc, "cluster", _LINE),
+            listener_id=_text(doc, "listenerId", _ID),
+            revision_id=_text(dep, "revisionId", _ID, where="deployment.revisionId", null=True),
+            image=_text(dep, "image", _LINE, where="deployment.image", null=True),
+            input_digest=_text(doc, "inputDigest", _DIGEST),
+            bridge_version=_text(doc, "bridgeVersion", _LINE),
+            files=files,
+            secrets=secrets,
+            escrow=escrow,
+        )
+
+
+# What each field of a state file may hold. Ids and names end up in commit
+# trailers and log lines, file names in repo paths: no control character, no
+# path separator, nothing git or a checkout treats specially.
+MAX_STATE_BYTES = 1024 * 1024  # a state file is ~2 KB; one per secret adds ~200 bytes
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+_DIGEST = re.compile(r"^[a-z0-9-]{1,32}:[0-9a-f]{16,128}$")
+_LINE = re.compile(r"^[^\x00-\x1f\x7f]{1,4096}$")
+# One path component: what the renderer names files (kustomization.yaml,
+# secret-env.yaml, ...); never "", ".", "..", ".git", a "/" or a "\\".
+_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+_OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+def _mapping(doc: Any, key: str, *, optional: bool = False) -> dict[str, Any]:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        raise UntrustedInput(f"state file: {key!r} is {_kind(value)}; allowed: a mapping")
+    return value
+
+
+def _text(
+    doc: Any,
+    key: str,
+    shape: re.Pattern[str],
+    *,
+    where: str | None = None,
+    null: bool = False,
+    empty: bool = False,
+) -> Any:
+    value = doc.get(key) if type(doc) is dict else None
+    if type(value) is str and shape.match(value):
+        return value  # the common case first: one state file per deployment is read
+    if type(doc) is not dict:
+        raise UntrustedInput(f"state file: {where or key!r} is inside {_kind(doc)}, not a mapping")
+    if value is None and null:
+        return None
+    if value == "" and empty:
+        return ""
+    return _value(where or key, value, shape)
+
+
+def _value(where: str, value: Any, shape: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not shape.match(value):
+        shown = repr(value)[:80] if isinstance(value, str) else _kind(value)
+        raise UntrustedInput(f"state file: {where!r} is {shown}; not what the bridge writes there")
+    return value
+
+
+def _file_name(where: str, name: str) -> str:
+    if not _FILE.match(name):
+        raise UntrustedInput(
+            f"state file: {where} names {name[:80]!r}, which is not a safe file name "
+            "(one path component of letters, digits, '.', '_' and '-')"
+        )
+    return name
+
+
+def _blob_id(name: str, blob: Any) -> str:
+    return _value(f"files.{name}", blob, _OID)
+
+
+def _kind(value: Any) -> str:
+    return "missing" if value is None else type(value).__name__

@@ -25,9 +25,18 @@ class UntrustedInput(ValueError):
 
 
 def parse_json(
-    data: bytes | str, *, source: str, max_bytes: int | None = None, max_depth: int = MAX_DEPTH
+    data: bytes | str,
+    *,
+    source: str,
+    max_bytes: int | None = None,
+    max_depth: int | None = MAX_DEPTH,
 ) -> Any:
-    """`json.loads`, bounded: UntrustedInput naming `source` on any problem."""
+    """`json.loads`, bounded: UntrustedInput naming `source` on any problem.
+
+    `max_depth=None` skips the depth walk, for a caller that checks the type of
+    every value it keeps in a document of fixed shape (a state file): nothing it
+    keeps is deeper than it looks, and a parse too deep for the stack still
+    fails here."""
     _check_size(data, source, max_bytes)
     try:
         value = json.loads(data)
@@ -35,7 +44,8 @@ def parse_json(
         raise UntrustedInput(f"{source}: JSON nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UntrustedInput(f"{source}: not valid JSON ({e})") from None
-    check_depth(value, source=source, max_depth=max_depth)
+    if max_depth is not None:
+        check_depth(value, source=source, max_depth=max_depth)
     return value
 
 

@@ -296,3 +296,85 @@ def ssh_git_server(root: Path) -> Iterator[SshGitServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- hostile HTTP: a redirecting remote and a server that records ----------------
+
+
+@dataclass
+class Recorded:
+    """What a recording server received: (method, path, headers) per request."""
+
+    url: str
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+    def received(self, text: str) -> bool:
+        """Whether `text` arrived anywhere: a path or a header (Basic decoded too)."""
+        for _method, path, headers in self.requests:
+            if text in path or any(text in v for v in headers.values()):
+                return True
+            auth = headers.get("Authorization", "")
+            if auth.startswith("Basic ") and text in base64.b64decode(auth[6:]).decode(
+                "utf-8", "replace"
+            ):
+                return True
+        return False
+
+
+@contextmanager
+def _serve(app: Callable[..., Iterable[bytes]], name: str) -> Iterator[str]:
+    server = make_server(
+        "127.0.0.1", 0, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def recording_server() -> Iterator[Recorded]:
+    """A server that records every request and answers 401 asking for Basic
+    credentials: what a host that should never see them would collect."""
+    lock = threading.Lock()
+    recorded = Recorded(url="")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers = {
+            key[5:].replace("_", "-").title(): str(value)
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
+        }
+        _read_body(environ)
+        with lock:
+            recorded.requests.append(
+                (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), headers)
+            )
+        start_response(
+            "401 Unauthorized",
+            [("WWW-Authenticate", 'Basic realm="git"'), ("Content-Type", "text/plain")],
+        )
+        return [b"auth required\n"]
+
+    with _serve(app, "git-recorder") as url:
+        recorded.url = url
+        yield recorded
+
+
+@contextmanager
+def redirecting_server(to: str, status: str = "302 Found") -> Iterator[str]:
+    """A server that answers every request with a redirect to the same path and
+    query under `to` (another host:port)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        query = environ.get("QUERY_STRING", "")
+        location = to.rstrip("/") + environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+        start_response(status, [("Location", location), ("Content-Type", "text/plain")])
+        return [b"moved\n"]
+
+    with _serve(app, "git-redirect") as url:
+        yield url

@@ -197,3 +197,36 @@ def test_mass_delete_env_value_is_validated_and_the_cli_exits_2(tmp_path: Path) 
     assert "BRIDGE_POLICY_MASS_DELETE_FRACTION" in done.stderr
     assert "at most 1" in done.stderr
     assert API_KEY not in done.stdout + done.stderr
+
+
+# --- a password in a repo URL (issue #20) ----------------------------------------
+
+URL_PASSWORD = "Pw-" + secrets.token_hex(8)
+PASSWORD_URLS = [
+    f"https://bot:{URL_PASSWORD}@git.example.com/agents.git",
+    f"http://bot:{URL_PASSWORD}@127.0.0.1:8080/agents.git",
+    f"ssh://git:{URL_PASSWORD}@git.example.com:2222/agents.git",
+    f"file://me:{URL_PASSWORD}@/srv/git/agents.git",
+    f"ftp://me:{URL_PASSWORD}@git.example.com/agents.git",  # a bad scheme: still not shown
+    f"me:{URL_PASSWORD}@git.example.com:agents.git",  # scp-like: still not shown
+]
+
+
+@pytest.mark.parametrize("url", PASSWORD_URLS, ids=lambda u: u.split(":", 1)[0])
+def test_a_password_in_a_repo_url_is_refused_for_every_scheme_and_never_shown(
+    tmp_path: Path, url: str
+) -> None:
+    doc = merge(base(), {"targets": [{"namespace": "agents", "repo": url}]})
+    for env in (ENV, {**ENV, "BRIDGE_TARGETS": f'[{{"namespace": "x", "repo": "{url}"}}]'}):
+        with pytest.raises(ConfigError) as info:
+            load_settings(write(tmp_path, doc), env=env)
+        text = str(info.value)
+        assert "repo" in text and URL_PASSWORD not in text
+        if "@git.example.com/" in url or url.startswith(("ssh", "file", "http")):
+            assert "password" in text
+
+
+def test_a_user_without_password_in_a_repo_url_is_accepted(tmp_path: Path) -> None:
+    url = "ssh://git@git.example.com:2222/agents.git"
+    doc = merge(base(), {"targets": [{"namespace": "agents", "repo": url}]})
+    assert load_settings(write(tmp_path, doc), env=ENV).targets[0].repo == url

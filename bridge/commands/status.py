@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.observability.display import escape, table
-from bridge.state import STATE_FILE, DeploymentState
+from bridge.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 
 
 def collect_status(settings: Settings) -> list[dict[str, Any]]:
@@ -42,12 +42,14 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
             repo.sync()
             tree = repo.ls_tree(ns_dir + "/")
             committed: dict[str, tuple[str, DeploymentState]] = {}
-            for path, blob in tree.items():
-                if PurePosixPath(path).name != STATE_FILE:
-                    continue
+            states = {p: b for p, b in tree.items() if PurePosixPath(p).name == STATE_FILE}
+            # Bounded: a state file is anyone's to push; one that is too large, not
+            # a file or not what the bridge writes is not a committed deployment.
+            read = repo.read_blobs(list(states.values()), max_bytes=MAX_STATE_BYTES)
+            for path, blob in states.items():
                 try:
-                    state = DeploymentState.from_bytes(repo.read_blob(blob))
-                except ValueError:
+                    state = DeploymentState.from_bytes(read[blob])
+                except (KeyError, ValueError):
                     continue
                 committed[state.deployment_id] = (str(PurePosixPath(path).parent), state)
             ids = sorted(

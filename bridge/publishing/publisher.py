@@ -30,11 +30,16 @@ class RepoView:
     def read_blob(self, blob: str) -> bytes:
         return self._repo.read_blob(blob)
 
-    def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
-        return self._repo.read_blobs(blobs)
+    def read_blobs(
+        self, blobs: Sequence[str], *, max_bytes: int | None = None, missing_ok: bool = False
+    ) -> dict[str, bytes]:
+        return self._repo.read_blobs(blobs, max_bytes=max_bytes, missing_ok=missing_ok)
 
-    def preload_blobs(self, blobs: Sequence[str]) -> None:
-        self._repo.preload_blobs(blobs)
+    def preload_blobs(self, blobs: Sequence[str], *, max_bytes: int | None = None) -> None:
+        self._repo.preload_blobs(blobs, max_bytes=max_bytes)
+
+    def blob_sizes(self, entries: Sequence[str], *, missing_ok: bool = False) -> dict[str, int]:
+        return self._repo.blob_sizes(entries, missing_ok=missing_ok)
 
     def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
         return self._repo.last_commit_for(path)

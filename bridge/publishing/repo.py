@@ -53,11 +53,13 @@ from typing import IO
 from bridge.config import GitSettings, Target
 from bridge.errors import GitError, HistoryRewritten, LocalCloneBroken, PushRejected
 from bridge.faults import checkpoint
-from bridge.formats.objects import blob_id
+from bridge.formats.objects import PLAIN_PATH, REGULAR_FILE, blob_id, c_quote, quote_path
+from bridge.formats.paths import check_repo_path
 from bridge.publishing.signing import Signer
 from bridge.publishing.transport import (
     BASE_CONFIG,
     LOCAL_TIMEOUT,
+    REMOTE_CONFIG,
     REMOTE_TIMEOUT,
     GitResult,
     Transport,
@@ -80,9 +82,10 @@ _IMPORT_REF = "refs/bridge/import"
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _NO_AUTO_GC = ("-c", "gc.auto=0", "-c", "maintenance.auto=false")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_INVALID_PATH = re.compile(r"invalid path '(.*)'")
 # Signs in git's stderr that the local clone, not the remote, is the problem.
 _LOCAL_DAMAGE = re.compile(
-    r"bad object|corrupt|unable to read|did not send all necessary objects|missing object"
+    r"bad object|corrupt|unable to read(?! askpass)|did not send all necessary objects|missing object"
     r"|loose object|packfile|not a git repository|cannot lock ref|unable to create .*\.lock"
     r"|index-pack failed|invalid sha1 pointer|bad sha1|broken link",
     re.IGNORECASE,
@@ -90,26 +93,6 @@ _LOCAL_DAMAGE = re.compile(
 
 
 # --- paths -------------------------------------------------------------------
-
-
-def check_repo_path(path: str, *, folder: bool = False) -> str:
-    """A repo-relative POSIX path, or ValueError. Defence in depth: the caller
-    already builds safe paths; git itself would silently ignore some bad ones.
-    With `folder=True` one trailing "/" is allowed (and stripped)."""
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"invalid repo path {path!r}: empty")
-    clean = path[:-1] if folder and path.endswith("/") else path
-    if clean.startswith("/"):
-        raise ValueError(f"invalid repo path {path!r}: absolute paths are not allowed")
-    if any(c in clean for c in ("\\", "\0", "\n", "\r")):
-        raise ValueError(f"invalid repo path {path!r}: backslash or control character")
-    for part in clean.split("/"):
-        if part in ("", ".", ".."):
-            raise ValueError(f"invalid repo path {path!r}: empty, '.' or '..' component")
-        # Also `.GIT`, `.git.` and `.git ` (what NTFS/HFS+ checkouts treat as .git).
-        if part.rstrip(". ").lower() == ".git":
-            raise ValueError(f"invalid repo path {path!r}: a .git component")
-    return clean
 
 
 def clone_dir_name(target: Target) -> str:
@@ -489,7 +472,7 @@ class TargetRepo:
             # the next cycle (13 s at 10,000 deployments after a cold cycle).
             # push() runs `gc --auto` once a cycle has published, and the
             # check above before a fetch when git's thresholds are passed.
-            config=_NO_AUTO_GC,
+            config=(*_NO_AUTO_GC, *REMOTE_CONFIG),
         )
         if fetched.returncode != 0:
             if "couldn't find remote ref" in fetched.stderr:
@@ -570,7 +553,9 @@ class TargetRepo:
     # -- reading --------------------------------------------------------------------
 
     def ls_tree(self, prefix: str) -> dict[str, str]:
-        """path -> blob id at HEAD under `prefix` ("dir/" = folder, else one exact path)."""
+        """path -> entry id at HEAD under `prefix` ("dir/" = folder, else one exact
+        path): a regular file's blob id, "<mode> <id>" for an executable, a symlink
+        or a gitlink (objects.entry_id), so that no kind of entry looks like a file."""
         self._ensure()
         head = self._local_head()
         if head is None:
@@ -583,10 +568,11 @@ class TargetRepo:
                 if not record:
                     continue
                 meta, _, raw_path = record.partition(b"\t")
-                _mode, kind, oid = meta.decode().split(" ")
-                if kind != "blob":
-                    continue  # submodule links are not files
-                entries[raw_path.decode("utf-8", "surrogateescape")] = oid
+                mode, _kind, oid = meta.decode().split(" ")
+                # objects.entry_id, inlined: this loop runs once per file of the repo.
+                entries[raw_path.decode("utf-8", "surrogateescape")] = (
+                    oid if mode == REGULAR_FILE else f"{mode} {oid}"
+                )
             self._listing = (head, entries)
         listing = self._listing[1]
         if not prefix:
@@ -599,18 +585,58 @@ class TargetRepo:
         """The bytes of one blob, through one long-lived `git cat-file --batch`."""
         return self.read_blobs([blob_id])[blob_id]
 
-    def preload_blobs(self, blob_ids: Sequence[str]) -> None:
+    def preload_blobs(self, blob_ids: Sequence[str], *, max_bytes: int | None = None) -> None:
         """Read blobs ahead of their use (from the thread that synced the clone,
         while the cycle waits on the control plane); read_blobs hands each out once."""
         if blob_ids:
-            self._preloaded.update(self.read_blobs(blob_ids))
+            self._preloaded.update(self.read_blobs(blob_ids, max_bytes=max_bytes))
 
-    def read_blobs(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+    def blob_sizes(self, entries: Sequence[str], *, missing_ok: bool = False) -> dict[str, int]:
+        """Blob id -> size, of those of `entries` (listing entries or ids) that are
+        blobs in the clone; the rest (not an id, another kind of object, a
+        symlink's or gitlink's entry) are left out. One `cat-file --batch-check`;
+        nothing is read. An id the clone lacks means damage (a listing's entries
+        exist: the fetch checked), LocalCloneBroken, unless `missing_ok` (an id
+        from a file's content, which may name anything): then it is left out."""
+        ids = [e for e in dict.fromkeys(entries) if _OID.match(e)]
+        if not ids:
+            return {}
+        self._ensure()
+        result = self._git(
+            "cat-file", "--batch-check", input="".join(f"{i}\n" for i in ids).encode()
+        )
+        if result.returncode != 0:
+            raise self._broken("cat-file --batch-check", result.stderr)
+        sizes: dict[str, int] = {}
+        for line in result.stdout.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "blob":
+                sizes[parts[0]] = int(parts[2])
+            elif len(parts) == 2 and parts[1] == "missing" and not missing_ok:
+                raise self._broken(
+                    "cat-file --batch-check", f"object {parts[0]} is missing; {result.stderr}"
+                )
+        return sizes
+
+    def read_blobs(
+        self, blob_ids: Sequence[str], *, max_bytes: int | None = None, missing_ok: bool = False
+    ) -> dict[str, bytes]:
         """Blob id -> bytes, through one long-lived `git cat-file --batch`. With many
         ids a thread writes the requests while this one reads the answers: no round
-        trip per blob (a restarted bridge reads 10,000 state files back)."""
+        trip per blob (a restarted bridge reads 10,000 state files back).
+
+        With `max_bytes` the ids may come from anyone (a state file, a listing
+        entry that is not a file): each is first sized by blob_sizes(), and only
+        blobs of at most `max_bytes` are read; the rest are left out of the result
+        and never read (blob_sizes() tells the caller why); `missing_ok` as there."""
         ids = list(dict.fromkeys(blob_ids))
         ahead = {oid: self._preloaded.pop(oid) for oid in ids if oid in self._preloaded}
+        if max_bytes is not None:
+            ahead = {oid: data for oid, data in ahead.items() if len(data) <= max_bytes}
+            rest = [oid for oid in ids if oid not in ahead]
+            sizes = self.blob_sizes(rest, missing_ok=missing_ok) if rest else {}
+            ids = [oid for oid in rest if sizes.get(oid, max_bytes + 1) <= max_bytes]
+            return {**ahead, **self.read_blobs(ids)} if ids else ahead
         if ahead:
             ids = [oid for oid in ids if oid not in ahead]
             return {**ahead, **self.read_blobs(ids)} if ids else ahead
@@ -725,7 +751,7 @@ class TargetRepo:
         """One commit on the local branch: `delete` (files or whole folders) first,
         then `write`. None when the tree would not change (no empty commits)."""
         writes = {check_repo_path(p): bytes(data) for p, data in write.items()}
-        deletes = sorted({check_repo_path(p, folder=True) for p in delete})
+        deletes = sorted({check_repo_path(p, folder=True, listed=True) for p in delete})
         if not message.strip():
             raise ValueError("empty commit message")
         self._ensure()
@@ -766,22 +792,36 @@ class TargetRepo:
             (
                 message,
                 {check_repo_path(p): bytes(data) for p, data in write.items()},
-                sorted({check_repo_path(p, folder=True) for p in delete}),
+                sorted({check_repo_path(p, folder=True, listed=True) for p in delete}),
             )
             for message, write, delete in commits
         ]
         if any(not message.strip() for message, _w, _d in todo):
             raise ValueError("empty commit message")
-        if len(todo) < 2 or self.signer.enabled:
+        if not todo or self.signer.enabled:
             return self._commit_singly(todo)
+        # One commit too: fast-import reads no whole tree into an index, so it
+        # writes over and deletes any entry a tree can hold (`commit()` starts
+        # with `read-tree`, which refuses some names anyone can push).
         self._ensure()
         parent = self._local_head()
         shas = self._fast_import(parent, todo)
-        if shas is None:
-            # A commit would not have changed the tree (the caller plans only real
-            # changes, so this is rare): the exact path, which skips empty commits.
-            # What fast-import wrote is unreachable and pruned by gc.
-            return self._commit_singly(todo)
+        empty = self._empty_commits(parent, shas)
+        out: list[str | None] = list(shas)
+        if empty:
+            # A commit that would not change the tree (the caller plans only real
+            # changes, so this is rare) changed nothing for the ones after it
+            # either: import again without it. What fast-import wrote first is
+            # unreachable and pruned by gc.
+            keep = [i for i in range(len(todo)) if i not in empty]
+            if not keep:
+                return [None] * len(todo)
+            shas = self._fast_import(parent, [todo[i] for i in keep])
+            if self._empty_commits(parent, shas):
+                raise self._broken("fast-import", "a commit changed nothing on a second import")
+            out = [None] * len(todo)
+            for i, sha in zip(keep, shas, strict=True):
+                out[i] = sha
         checkpoint("writing-files")
         moved = self._git(
             "update-ref",
@@ -796,7 +836,7 @@ class TargetRepo:
         self._advance_listing(parent, shas[-1], todo)
         self._set_head(shas[-1])
         self._index_tree = None  # the index holds an older tree now
-        return list(shas)
+        return out
 
     def _advance_listing(
         self,
@@ -835,8 +875,8 @@ class TargetRepo:
 
     def _fast_import(
         self, parent: str | None, commits: list[tuple[str, dict[str, bytes], list[str]]]
-    ) -> list[str] | None:
-        """Write the commits on _IMPORT_REF; their shas, or None if one is empty."""
+    ) -> list[str]:
+        """Write the commits on _IMPORT_REF; their shas."""
         s = self.settings
         author = f"{s.author_name} <{s.author_email}> now".encode()
         marks = self._marks_file
@@ -898,8 +938,11 @@ class TargetRepo:
         if returncode != 0:
             marks.unlink(missing_ok=True)
             raise self._broken("fast-import", stderr)
-        shas = self._take_marks(marks, len(commits), "commit")
-        # No empty commits: each tree must differ from its parent's (one process).
+        return self._take_marks(marks, len(commits), "commit")
+
+    def _empty_commits(self, parent: str | None, shas: list[str]) -> set[int]:
+        """The positions of the commits of a chain (`shas`, on `parent`) whose tree
+        is their parent's: no empty commits are published (one process)."""
         listed = self._must(
             "list the new trees",
             "rev-list",
@@ -912,9 +955,9 @@ class TargetRepo:
         trees = listed.decode().split()[::-1]  # oldest first; parent's tree first if any
         if parent is None:
             trees = [_EMPTY_TREE, *trees]  # a root commit must not be empty either
-        if len(trees) != len(shas) + 1 or any(a == b for a, b in itertools.pairwise(trees)):
-            return None
-        return shas
+        if len(trees) != len(shas) + 1:
+            raise self._broken("fast-import", f"{len(trees)} trees for {len(shas)} commits")
+        return {i for i, (a, b) in enumerate(itertools.pairwise(trees)) if a == b}
 
     def _build_tree(
         self,
@@ -931,7 +974,7 @@ class TargetRepo:
             if not reuse:
                 index.unlink(missing_ok=True)
                 if parent is not None:
-                    self._must("read-tree", "read-tree", parent, env=env)
+                    self._read_tree(parent, env)
                 else:
                     self._must("read-tree", "read-tree", "--empty", env=env)
             records: list[bytes] = []
@@ -961,6 +1004,24 @@ class TargetRepo:
             raise
         self._index_tree = tree
         return tree
+
+    def _read_tree(self, parent: str, env: Mapping[str, str]) -> None:
+        """`read-tree` of the parent into the index. git refuses an index entry
+        named ".", ".." or ".git", which anyone can push with plumbing: that is the
+        branch's problem, not the clone's (cloning again would find it again)."""
+        result = self._git("read-tree", parent, env=env)
+        if result.returncode == 0:
+            return
+        bad = _INVALID_PATH.search(result.stderr)
+        if bad is None:
+            raise self._broken("read-tree", result.stderr)
+        raise GitError(
+            f"target {self._ns}: branch {self.branch} holds an entry named "
+            f"{quote_path(bad.group(1))}, which git refuses in an index; signed commits are "
+            "made through one, so none can be made until it is removed",
+            hint="remove that entry with a commit of your own (made with `git fast-import` "
+            "or `git mktree`: a checkout refuses it too)",
+        )
 
     def _hash_blobs(self, contents: list[bytes]) -> list[str]:
         if len(contents) == 1:
@@ -1061,6 +1122,7 @@ class TargetRepo:
             f"{self.local_ref}:{self.local_ref}",
             env=self.transport.remote_env(),
             timeout=REMOTE_TIMEOUT,
+            config=REMOTE_CONFIG,
         )
         status = _porcelain_status(result.stdout.decode("utf-8", "replace"), self.local_ref)
         if status is None:
@@ -1143,10 +1205,11 @@ class TargetRepo:
 
 
 def _quote(path: str) -> bytes:
-    """A path for a fast-import `M`/`D` line: C-style quoted, so that no name
-    (spaces, a leading quote) can be misread; check_repo_path already refused
-    backslashes and control characters."""
-    return b'"' + path.encode("utf-8", "surrogateescape").replace(b'"', b'\\"') + b'"'
+    """A path for a fast-import `M`/`D` line: C-style quoted, so that no name (a
+    newline, a backslash, a leading quote: a path to delete is whatever someone
+    pushed) can be misread or end the line."""
+    raw = path.encode("utf-8", "surrogateescape")
+    return b'"' + (raw if PLAIN_PATH.match(raw) else c_quote(raw)) + b'"'
 
 
 def _feed(stream: IO[bytes], data: bytes) -> None:

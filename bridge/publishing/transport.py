@@ -56,16 +56,58 @@ BASE_CONFIG: tuple[str, ...] = (
 LOCAL_TIMEOUT = 300.0  # seconds; local plumbing on a 10k-file repo takes < 1 s
 REMOTE_TIMEOUT = 300.0  # seconds for one fetch or push
 
+# `-c` options on every fetch and push. No redirect is followed (git follows
+# one on the first request by default, and then asks for credentials for the
+# host it landed on): credentials go to the configured URL only. The path stays
+# out of credential prompts, so that the askpass helper can match them exactly.
+REMOTE_CONFIG: tuple[str, ...] = (
+    "-c",
+    "http.followRedirects=false",
+    "-c",
+    "credential.useHttpPath=false",
+)
+
 ASKPASS_USER_VAR = "BRIDGE_GIT_ASKPASS_USERNAME"
 ASKPASS_PASSWORD_VAR = "BRIDGE_GIT_ASKPASS_PASSWORD"  # noqa: S105 - a variable name
+ASKPASS_SCHEME_VAR = "BRIDGE_GIT_ASKPASS_SCHEME"
+ASKPASS_HOST_VAR = "BRIDGE_GIT_ASKPASS_HOST"
+ASKPASS_REFUSED = "gitops-bridge askpass: not answering"
+# git's prompts name the remote it is talking to: `Username for 'https://host:port': `
+# and `Password for 'https://user@host:port': ` (the user percent-encoded, so it
+# holds no raw "@" or "/"). The helper answers only those naming the configured
+# scheme, host and port; any other host (a redirect, a url.*.insteadOf rewrite
+# in someone's git config) gets nothing. The values come from the environment,
+# never from the script's text.
 _ASKPASS_SCRIPT = f"""#!/bin/sh
 # Written by langsmith-gitops-bridge; answers git's credential prompts from the
-# environment of the git process only. Holds no secret itself.
+# environment of the git process only, for the configured remote only. Holds no
+# secret itself.
+origin="${ASKPASS_SCHEME_VAR}://${ASKPASS_HOST_VAR}"
+refuse() {{
+  printf '%s\\n' "{ASKPASS_REFUSED} a prompt for another remote than $origin" >&2
+  exit 1
+}}
 case "$1" in
-  Username*) printf '%s\\n' "${ASKPASS_USER_VAR}" ;;
-  *) printf '%s\\n' "${ASKPASS_PASSWORD_VAR}" ;;
+  "Username for '$origin': ") printf '%s\\n' "${ASKPASS_USER_VAR}" ;;
+  "Password for '$origin': ") printf '%s\\n' "${ASKPASS_PASSWORD_VAR}" ;;
+  "Password for '${ASKPASS_SCHEME_VAR}://"*"@${ASKPASS_HOST_VAR}': ")
+    user=${{1#"Password for '${ASKPASS_SCHEME_VAR}://"}}
+    user=${{user%"@${ASKPASS_HOST_VAR}': "}}
+    case "$user" in
+      */*|*@*|*"'"*) refuse ;;
+    esac
+    printf '%s\\n' "${ASKPASS_PASSWORD_VAR}" ;;
+  *) refuse ;;
 esac
 """
+
+
+def askpass_origin(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of a remote URL as git writes them in its credential
+    prompts: the text of the URL itself, without user info or path."""
+    scheme, _, rest = url.partition("://")
+    authority = rest.split("/", 1)[0]
+    return scheme, authority.rsplit("@", 1)[-1]
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -238,7 +280,12 @@ class Transport:
             fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
             with os.fdopen(fd, "w") as f:
                 f.write(_ASKPASS_SCRIPT)
-        env = {"GIT_ASKPASS": str(self._askpass_dir / "askpass.sh")}
+        scheme, host = askpass_origin(self.url)
+        env = {
+            "GIT_ASKPASS": str(self._askpass_dir / "askpass.sh"),
+            ASKPASS_SCHEME_VAR: scheme,
+            ASKPASS_HOST_VAR: host,
+        }
         env[ASKPASS_USER_VAR] = https.username or ""
         env[ASKPASS_PASSWORD_VAR] = https.password.reveal() if https.password else ""
         return env
@@ -270,6 +317,23 @@ class Transport:
         detail = self.clean(stderr)
         where = f"target {ns}: {action} {self.display_url} failed: {detail or 'no output'}"
         low = stderr.lower()
+        redirect = _REDIRECT.search(low)
+        if redirect:
+            return GitError(
+                f"target {ns}: {action} {self.display_url} failed: the server answered with a "
+                f"redirect (HTTP {redirect.group(1)}), which the bridge does not follow: "
+                "credentials go to the configured URL only",
+                hint="set the target's repo to the URL the server redirects to (see "
+                f"`curl -sI '{self.display_url}/info/refs?service=git-upload-pack'`)",
+            )
+        if ASKPASS_REFUSED.lower() in low:
+            return GitAuthRefused(
+                where,
+                hint=f"git asked for credentials for another remote than {self.display_url} "
+                "(a url.*.insteadOf rewrite or a redirect in the git configuration of the "
+                "bridge's user?); the bridge answers only for the configured scheme, host "
+                "and port — remove that git configuration",
+            )
         if _HOST_KEY.search(low):
             return GitAuthRefused(
                 where,
@@ -317,6 +381,7 @@ class Transport:
         return "check file permissions on the repository"
 
 
+_REDIRECT = re.compile(r"returned error: (30[1278])\b")
 _HOST_KEY = re.compile(
     r"host key verification failed|remote host identification has changed"
     r"|no \S+ host key is known|host key for .* has changed"

@@ -37,6 +37,7 @@ from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult, invali
 from bridge.reconcile.planning import Planner, Validate
 from bridge.reconcile.plans import Publisher, TreeView
 from bridge.reconcile.stages import TargetStages
+from bridge.state import MAX_STATE_BYTES
 
 log = logging.getLogger("bridge.reconcile")
 
@@ -161,7 +162,8 @@ class Reconciler:
                         for path, blob in view.ls_tree(prefix).items()
                         if not self.planner.existing.knows(blob)
                         and is_state_of(path[len(prefix) :], target.namespace)
-                    ]
+                    ],
+                    max_bytes=MAX_STATE_BYTES,
                 )
             except (BridgeError, ValueError, OSError) as e:
                 log.debug("reading state files ahead failed (%s); read in the cycle", e)

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from bridge import RENDER_SCHEMA, __version__
 from bridge.config import Settings
 from bridge.errors import SecretsError
-from bridge.formats.objects import blob_id
+from bridge.formats.objects import blob_id, quote_path
 from bridge.models import Deployment
 from bridge.observability.logs import deployment_extra
 from bridge.reconcile.existing import Existing
 from bridge.reconcile.plans import TreeView
+from bridge.reconcile.reading import last_change
 from bridge.reconcile.sealing import postgres_password, seal_secrets
 from bridge.redaction import Redacted
 from bridge.rendering import RenderContext
@@ -117,9 +118,10 @@ class DeploymentPlanner:
         )
         cached = self._plans.get(plan_key)
         if cached is None:
-            cached = self._plans[plan_key] = self._render(
-                view, dep, name, context, old, digest, sealed_for
-            )
+            cached = self._render(view, dep, name, context, old, digest, sealed_for)
+            if old is not None and old.folder == name:
+                old.check_deletable(view, dep, folder_path, keep=cached[1])
+            self._plans[plan_key] = cached
         return cached
 
     def digest(self, dep: Deployment, context: RenderContext, name: str) -> str:
@@ -175,15 +177,16 @@ class DeploymentPlanner:
         )
 
     def _restore(self, view: TreeView, dep: Deployment, old: Existing, folder_path: str) -> Planned:
-        last = view.last_commit_for(folder_path)
-        who = f"{last[1]} <{last[2]}> in {last[0][:12]}" if last else "unknown"
+        old.check_deletable(view, dep, folder_path, keep=old.state.files)
+        restored = old.restored(view, dep, folder_path)
         log.warning(
-            "manual edit in %s (last commit by %s); restoring what the bridge committed",
-            folder_path,
-            who,
+            "manual edit in %s: %s (last commit by %s); restoring what the bridge committed",
+            quote_path(folder_path),
+            old.edited(),
+            last_change(view, folder_path),
             extra=deployment_extra(dep.name, dep.id, event="drift"),
         )
-        return "restore", old.restored(view), old.state
+        return "restore", restored, old.state
 
     def _render(
         self,

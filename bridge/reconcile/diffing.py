@@ -9,6 +9,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
+from bridge.formats.objects import entry_kind, quote_path
 from bridge.reconcile.plans import Plan, TreeView
 from bridge.state import STATE_FILE
 
@@ -29,6 +30,10 @@ def diff_change(
             continue
         new = write[path]
         old_blob = tree.get(path)
+        other = entry_kind(old_blob) if old_blob else None
+        if other is not None:
+            chunks.append(f"~ {quote_path(path)}: {other}, would become a file\n")
+            old_blob = None
         old = view.read_blob(old_blob) if old_blob else b""
         if PurePosixPath(path).name.startswith("secret-"):
             if old != new:
@@ -45,5 +50,5 @@ def diff_change(
     for path in delete:
         removed = sorted(p for p in tree if p == path or p.startswith(path + "/"))
         for p in removed:
-            chunks.append(f"- {p} (deleted)\n")
+            chunks.append(f"- {quote_path(p)} (deleted)\n")
     return "".join(chunks)

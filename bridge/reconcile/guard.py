@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from bridge.approvals import (
     APPROVAL_KEY,
     HELD_FILE,
+    MAX_APPROVAL_BYTES,
+    MAX_HELD_BYTES,
+    MAX_HELD_IDS,
     ApprovalFileError,
     approval_path,
     held_record,
@@ -31,6 +34,8 @@ from bridge.config import PolicySettings, Target
 from bridge.reconcile.existing import Existing
 from bridge.reconcile.outcomes import Outcome
 from bridge.reconcile.plans import TreeView
+from bridge.reconcile.reading import read_small, shown
+from bridge.untrusted import UntrustedInput
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,16 @@ def decide(
     record_blob = c.tree.get(record_path)
     if record_blob is not None:
         try:
-            recorded = set(parse_approval(view.read_blob(record_blob)))
-        except ApprovalFileError as e:
-            # Someone broke the bridge's record: hold everything, the safe reading.
-            notes.append(f"the held-deletion record {record_path} {e}; every deletion held")
+            data = read_small(view, record_blob, MAX_HELD_BYTES)
+            recorded = set(parse_approval(data, max_bytes=MAX_HELD_BYTES, max_ids=MAX_HELD_IDS))
+        except (ApprovalFileError, UntrustedInput) as e:
+            # Someone broke the bridge's record: hold everything, the safe reading
+            # (it exists to hold deletions; which ones cannot be known now).
+            notes.append(
+                f"the held-deletion record {shown(view, record_path)} {e}; every "
+                "deletion held until it is fixed or removed (an approval or "
+                "--allow-mass-delete writes it anew)"
+            )
             recorded = set(c.ids)
     if allow_mass_delete:
         decision = Decision(deletable=list(c.ids), notes=notes)
@@ -201,8 +212,8 @@ def read_approval(
     sha, name, email, _subject = last
     author = f"{safe_text(name) or '?'} <{safe_text(email) or '?'}>"
     try:
-        ids = parse_approval(view.read_blob(blob))
-    except ApprovalFileError as e:
+        ids = parse_approval(read_small(view, blob, MAX_APPROVAL_BYTES))
+    except (ApprovalFileError, UntrustedInput) as e:
         notes.append(
             f"approval file {path} (commit {sha[:12]} by {author}) {e}; "
             "nothing is deleted on its word"

@@ -31,7 +31,12 @@ from bridge.formats.objects import blob_id
 from bridge.models import Deployment, Listener
 from bridge.observability.logs import deployment_extra
 from bridge.reconcile.deployments import DeploymentPlanner
-from bridge.reconcile.existing import Existing, ExistingReader
+from bridge.reconcile.existing import (
+    UNREADABLE_HINT,
+    Existing,
+    ExistingReader,
+    unreadable_error,
+)
 from bridge.reconcile.guard import Candidates, Decision
 from bridge.reconcile.notices import Notices, OnEvent
 from bridge.reconcile.outcomes import Action, Outcome
@@ -119,6 +124,7 @@ class Draft:
     ns_dir: str
     tree: dict[str, str]  # the namespace folder at the view's head
     existing: dict[str, Existing]
+    unreadable: dict[str, str]  # folder -> why its state file cannot be trusted
     candidates: Candidates  # what the guard weighs
     shared: SharedFiles
     outcomes: list[Outcome] = field(default_factory=list)
@@ -183,9 +189,10 @@ class Planner:
         )
         context = self._context(target, listener, cluster)
         tree = view.ls_tree(ns_dir + "/")
-        existing = self.existing.read(view, tree, ns_dir)
+        existing, unreadable = self.existing.read(view, tree, ns_dir)
         live = [d for d in deployments if not d.awaiting_delete]
         names = folder_names(live)
+        self._report_unreadable(target, unreadable, set(names.values()))
         # Deletions: gone from a complete listing, or AWAITING_DELETE. A deployment
         # that is listed but did not parse is present: a parse error never deletes.
         listed = {d.id for d in live} | set(unparsed_ids)
@@ -198,11 +205,30 @@ class Planner:
             listed=listed,
         )
         shared = SharedFiles(view, target, listener.id, cluster, ns_dir)
-        shared.folders = {e.folder for e in existing.values()}
-        draft = Draft(target, listener, view, cluster, ns_dir, tree, existing, candidates, shared)
+        shared.folders = {e.folder for e in existing.values()} | set(unreadable)
+        draft = Draft(
+            target, listener, view, cluster, ns_dir, tree, existing, unreadable, candidates, shared
+        )
         pending, validated = self._plan_live(draft, context, live, names)
         self._live_changes(draft, pending, validated)
         return draft
+
+    def _report_unreadable(
+        self, target: Target, unreadable: Mapping[str, str], listed_folders: Collection[str]
+    ) -> None:
+        """A broken state file in the folder of a listed deployment fails that
+        deployment (every cycle, by name); one in any other folder is told here,
+        once per change."""
+        alone = sorted(why for f, why in unreadable.items() if f not in listed_folders)
+        if self.notices.changed((target.key, "unreadable"), tuple(alone)):
+            for why in alone:
+                log.error(
+                    "target %s: %s; the bridge leaves its folder as it is (%s)",
+                    target.namespace,
+                    why,
+                    UNREADABLE_HINT,
+                    extra={"target": target.namespace, "event": "unreadable-state"},
+                )
 
     def _context(self, target: Target, listener: Listener, cluster: str) -> RenderContext:
         context = RenderContext(
@@ -278,6 +304,8 @@ class Planner:
         extra = deployment_extra(dep.name, dep.id, target=draft.target.namespace)
         try:
             fault_point("plan-deployment", dep.name)
+            if name in draft.unreadable:
+                raise unreadable_error(dep, draft.unreadable[name])
             planned = self.deployments.plan(
                 draft.view,
                 dep,

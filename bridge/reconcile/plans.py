@@ -35,10 +35,20 @@ class TreeView(Protocol):
 
     def read_blob(self, blob: str) -> bytes: ...
 
-    def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]: ...
+    def read_blobs(
+        self, blobs: Sequence[str], *, max_bytes: int | None = None, missing_ok: bool = False
+    ) -> dict[str, bytes]:
+        """Blob id -> bytes. With `max_bytes`, ids may come from anyone: each is
+        sized first, and what is not a blob of at most `max_bytes` is left out,
+        never read; `missing_ok`: an id the clone lacks is left out too."""
+        ...
 
-    def preload_blobs(self, blobs: Sequence[str]) -> None:
+    def preload_blobs(self, blobs: Sequence[str], *, max_bytes: int | None = None) -> None:
         """Read blobs ahead of their use (a hint; each is handed out once)."""
+        ...
+
+    def blob_sizes(self, entries: Sequence[str], *, missing_ok: bool = False) -> dict[str, int]:
+        """Blob id -> size of those of `entries` that are blobs; nothing is read."""
         ...
 
     def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:

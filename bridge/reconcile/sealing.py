@@ -88,6 +88,9 @@ def seal_secrets(
             and old_blob is not None
             and record.digest == digest
             and record.sealed_for == sealed_for
+            # Only what the bridge sealed: a hand-edited file is sealed afresh.
+            and old is not None
+            and old_blob == old.state.files.get(plan.file)
         ):
             files[plan.file] = view.read_blob(old_blob)
         else:

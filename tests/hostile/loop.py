@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.state import STATE_FILE
+from tests.gitservers import GIT_ENV, git
 from tests.leakscan import scan_repo, scan_text
 from tests.reconcile.world import World, make_world
-from tests.reliability.harness import Scenario, bridge_cmd, scenario, tree
+from tests.reliability.harness import Scenario, blob, bridge_cmd, scenario, tree
 
 POD_LIMIT_MB = 1024  # deploy/: the shipped Deployment's memory limit (1 GiB)
 _SERVING = re.compile(r"serving /healthz, /readyz and /metrics on (\S+)")
@@ -56,7 +57,10 @@ class Loop:
 
     def alive(self) -> bool:
         if self.proc.poll() is None:
-            self.peak_mb = max(self.peak_mb, peak_rss_mb(self.proc.pid))
+            try:
+                self.peak_mb = max(self.peak_mb, peak_rss_mb(self.proc.pid))
+            except (AssertionError, OSError):
+                return self.proc.poll() is None  # it exited between the two looks
             return True
         return False
 
@@ -164,6 +168,65 @@ class TwoTargets:
             c.kind == "deploy" and c.deployment_id == self.ids[namespace] and image in c.subject
             for c in commits(self.remotes[namespace])
         )
+
+    def push(
+        self,
+        namespace: str,
+        entries: Mapping[str, tuple[str, bytes] | None],
+        message: str = "a human's commit",
+    ) -> str:
+        """A human's commit on the namespace's branch, made with plumbing in a clone
+        (so any name and entry kind can be written) and pushed; its sha. Each path
+        gets (mode, data): 100644 or 100755 a file, 120000 a symlink (data: its
+        target), 160000 a gitlink (data: a commit id); None removes it."""
+        clone = self.scenario.root / f"human-{time.monotonic_ns()}"
+        remote = self.remotes[namespace]
+        git("clone", "-q", "--bare", remote.as_uri(), str(clone))
+        index = {"GIT_INDEX_FILE": str(clone / "human-index")}
+        git("read-tree", "main", cwd=clone, **index)
+        records = []
+        for path, entry in entries.items():
+            raw = path.encode("utf-8", "surrogateescape")
+            if entry is None:
+                records.append(b"0 " + b"0" * 40 + b"\t" + raw)
+                continue
+            mode, data = entry
+            if mode == "160000":
+                oid = data.decode()
+            else:
+                oid = (
+                    subprocess.run(
+                        ["git", "hash-object", "-w", "--stdin"],
+                        cwd=clone,
+                        input=data,
+                        capture_output=True,
+                        check=True,
+                    )
+                    .stdout.decode()
+                    .strip()
+                )
+            records.append(f"{mode} {oid}\t".encode() + raw)
+        subprocess.run(
+            ["git", "update-index", "-z", "--index-info"],
+            cwd=clone,
+            input=b"\0".join(records) + b"\0",
+            env={**GIT_ENV, **index},
+            check=True,
+        )
+        tree_id = git("write-tree", cwd=clone, **index).strip()
+        who = {
+            "GIT_AUTHOR_NAME": "A Human",
+            "GIT_AUTHOR_EMAIL": "human@example.com",
+            "GIT_COMMITTER_NAME": "A Human",
+            "GIT_COMMITTER_EMAIL": "human@example.com",
+        }
+        sha = git("commit-tree", tree_id, "-p", "main", "-m", message, cwd=clone, **who).strip()
+        git("push", "-q", "origin", f"{sha}:refs/heads/main", cwd=clone)
+        return sha
+
+    def read(self, namespace: str, path: str) -> bytes:
+        """The bytes of one file at the head of the namespace's remote."""
+        return blob(self.remotes[namespace], tree(self.remotes[namespace])[path])
 
     def folders(self, namespace: str) -> set[str]:
         """Deployment folders (with a state file) at the remote's head."""

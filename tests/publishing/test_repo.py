@@ -165,6 +165,7 @@ def test_delete_folder_and_file(open_repo: OpenRepo, remote: Path) -> None:
         "",
         "a//b",
         "./a",
+        "a\0b",
         "a\\..\\b",
         "a\nb",
     ],
@@ -174,8 +175,9 @@ def test_path_validation(open_repo: OpenRepo, remote: Path, bad: str) -> None:
     repo.sync()
     with pytest.raises(ValueError, match="invalid repo path"):
         repo.commit("evil", write={bad: b"x"})
-    with pytest.raises(ValueError, match="invalid repo path"):
-        repo.commit("evil", write={"ok.txt": b"x"}, delete=[bad])
+    if "\\" not in bad and "\n" not in bad:  # names a push may hold can be deleted
+        with pytest.raises(ValueError, match="invalid repo path"):
+            repo.commit("evil", write={"ok.txt": b"x"}, delete=[bad])
     assert repo.ls_tree("") == {}
     assert remote_head(remote) is None
 

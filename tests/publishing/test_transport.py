@@ -16,10 +16,11 @@ from bridge.config import GitSettings, HttpsSettings, SshSettings, Target
 from bridge.errors import (
     ConfigError,
     GitAuthRefused,
+    GitError,
     GitRemoteUnavailable,
 )
 from bridge.publishing import TargetRepo
-from bridge.publishing.transport import base_env
+from bridge.publishing.transport import _ASKPASS_SCRIPT, askpass_origin, base_env
 from bridge.redaction import Redacted
 from tests.gitservers import (
     BaseURL,
@@ -27,6 +28,8 @@ from tests.gitservers import (
     bare_remote,
     git,
     http_git_server,
+    recording_server,
+    redirecting_server,
     ssh_git_server,
     sshd_available,
 )
@@ -133,6 +136,86 @@ def test_http_server_down_is_temporary(open_repo: OpenRepo, http_server: BaseURL
     with pytest.raises(GitRemoteUnavailable) as caught:
         open_repo(target=target).sync()
     assert caught.value.temporary and PASSWORD not in str(caught.value)
+
+
+# --- credentials go to the configured remote only (issue #20) ----------------------
+
+
+def test_http_redirect_to_another_host_is_not_followed(open_repo: OpenRepo, tmp_path: Path) -> None:
+    with recording_server() as elsewhere, redirecting_server(elsewhere.url) as url:
+        repo = open_repo(target=https_target(url))
+        with pytest.raises(GitError) as caught:
+            repo.sync()
+    text = str(caught.value)
+    assert "redirect (HTTP 302)" in text and "does not follow" in text and "agents" in text
+    assert not caught.value.temporary and caught.value.exit_code == 4
+    assert elsewhere.requests == []  # never even asked, so no credential could go there
+    assert not elsewhere.received(PASSWORD) and PASSWORD not in text
+
+
+def test_askpass_answers_only_for_the_configured_scheme_host_and_port(
+    open_repo: OpenRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A git config that rewrites the target's URL to another host: git then asks
+    # for credentials for that host, and the helper must not answer.
+    with recording_server() as elsewhere, http_git_server(tmp_path, USER, PASSWORD) as url:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".gitconfig").write_text(f'[url "{elsewhere.url}"]\n\tinsteadOf = {url}\n')
+        monkeypatch.setenv("HOME", str(home))
+        repo = open_repo(target=https_target(url))
+        with pytest.raises(GitAuthRefused) as caught:
+            repo.sync()
+    assert elsewhere.requests  # git did go there...
+    assert not elsewhere.received(PASSWORD)  # ...and got no password
+    assert not any("Authorization" in headers for _m, _p, headers in elsewhere.requests)
+    assert "another remote" in str(caught.value) and PASSWORD not in str(caught.value)
+
+
+ASKPASS_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "BRIDGE_GIT_ASKPASS_SCHEME": "https",
+    "BRIDGE_GIT_ASKPASS_HOST": "git.example.com:8443",
+    "BRIDGE_GIT_ASKPASS_USERNAME": "bot",
+    "BRIDGE_GIT_ASKPASS_PASSWORD": PASSWORD,
+}
+ASKPASS_PROMPTS = [
+    ("Username for 'https://git.example.com:8443': ", "bot"),
+    ("Password for 'https://bot@git.example.com:8443': ", PASSWORD),
+    ("Password for 'https://me%40corp.com@git.example.com:8443': ", PASSWORD),
+    ("Password for 'https://git.example.com:8443': ", PASSWORD),
+    ("Username for 'https://git.example.com': ", None),  # another port
+    ("Password for 'https://bot@git.example.com': ", None),
+    ("Password for 'http://bot@git.example.com:8443': ", None),  # another scheme
+    ("Username for 'https://evil.example.com:8443': ", None),  # another host
+    ("Password for 'https://bot@evil.example.com:8443': ", None),
+    ("Password for 'https://bot@evil/x@git.example.com:8443': ", None),  # a path in front
+    ("Username for 'https://git.example.com:8443/agents.git': ", None),
+    ("Passphrase for key: ", None),
+]
+
+
+@pytest.mark.parametrize(("prompt", "answer"), ASKPASS_PROMPTS)
+def test_askpass_script_matches_the_whole_prompt(
+    tmp_path: Path, prompt: str, answer: str | None
+) -> None:
+    script = tmp_path / "askpass.sh"
+    script.write_text(_ASKPASS_SCRIPT)
+    script.chmod(0o700)
+    done = subprocess.run(
+        [str(script), prompt], env=ASKPASS_ENV, capture_output=True, text=True, check=False
+    )
+    if answer is None:
+        assert done.returncode != 0 and done.stdout == ""
+        assert PASSWORD not in done.stderr and "not answering" in done.stderr
+    else:
+        assert done.returncode == 0 and done.stdout == answer + "\n"
+
+
+def test_askpass_origin_is_the_url_text_git_prompts_with() -> None:
+    assert askpass_origin("https://git.example.com/a/b.git") == ("https", "git.example.com")
+    assert askpass_origin("http://u@127.0.0.1:8080/a.git") == ("http", "127.0.0.1:8080")
+    assert askpass_origin("https://[::1]:8443/a.git") == ("https", "[::1]:8443")
 
 
 # --- SSH ---------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import pytest
 
 from bridge.approvals import (
     MAX_APPROVAL_BYTES,
+    MAX_HELD_BYTES,
+    MAX_HELD_IDS,
     ApprovalFileError,
     held_record,
     parse_approval,
@@ -55,6 +57,24 @@ def test_an_oversized_approval_is_not_even_parsed() -> None:
     data = b"deploymentIds:\n" + f"  - {A}\n".encode() * (MAX_APPROVAL_BYTES // 40)
     with pytest.raises(ApprovalFileError, match="at most 65536 are read"):
         parse_approval(data)
+
+
+def test_a_nested_approval_is_refused_not_a_crash() -> None:
+    for data in (
+        b"deploymentIds: " + b"[" * 512 + b"]" * 512 + b"\n",  # 1 KB, flow style
+        b"deploymentIds:\n" + b"".join(b"  " * i + b"- \n" for i in range(1, 150)),
+    ):
+        with pytest.raises(ApprovalFileError, match="nested deeper than"):
+            parse_approval(data)
+
+
+def test_the_held_record_of_many_deletions_reads_back_within_its_own_bounds() -> None:
+    ids = [f"7d1c2a4e-0000-4000-8000-{i:012d}" for i in range(20_000)]
+    record = held_record(ids)
+    assert len(record) > MAX_APPROVAL_BYTES  # larger than an approval may be
+    assert len(parse_approval(record, max_bytes=MAX_HELD_BYTES, max_ids=MAX_HELD_IDS)) == 20_000
+    with pytest.raises(ApprovalFileError, match="at most 65536 are read"):
+        parse_approval(record)
 
 
 def test_the_held_record_is_byte_stable_and_reads_back() -> None:

@@ -308,9 +308,9 @@ def test_a_restart_reads_ahead_only_its_own_namespaces_state_files(
     read_ahead: list[list[str]] = []
     original = TargetRepo.preload_blobs
 
-    def recording(self: TargetRepo, blob_ids: Any) -> None:
+    def recording(self: TargetRepo, blob_ids: Any, **kwargs: Any) -> None:
         read_ahead.append(sorted(state_of.get(b, b) for b in blob_ids))
-        original(self, blob_ids)
+        original(self, blob_ids, **kwargs)
 
     monkeypatch.setattr(TargetRepo, "preload_blobs", recording)
     report = world.cycle(world.settings(targets=targets, **{"git.workdir": str(world.root / "w2")}))
