@@ -505,7 +505,7 @@ def run_audit(
             deployments, findings = audit_target(
                 target,
                 repo.path,
-                repo.tracking_ref,
+                repo.clone.tracking_ref,
                 head,
                 bridge_email=settings.git.author_email,
                 allowed_signers=allowed_signers,

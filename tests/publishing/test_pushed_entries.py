@@ -181,7 +181,7 @@ def test_an_oversized_blob_is_sized_and_never_read(
     sizes = {blob_id(big): len(big), blob_id(b"s\n"): 2}
     assert repo.blob_sizes(ids, missing_ok=True) == sizes
     assert repo.read_blobs(ids[:1], max_bytes=1 << 20) == {}
-    assert repo._catfile is None  # the long-lived reader never even started
+    assert repo.reader._catfile is None  # the long-lived reader never even started
     assert repo.read_blobs(ids, max_bytes=1 << 20, missing_ok=True) == {blob_id(b"s\n"): b"s\n"}
     # An id the clone lacks is damage, unless it came from a file's content.
     with pytest.raises(LocalCloneBroken, match="is missing"):

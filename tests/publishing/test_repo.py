@@ -253,7 +253,7 @@ def test_preloaded_blobs_are_handed_out_once(open_repo: OpenRepo) -> None:
     repo.preload_blobs(ids[:10])
     repo.preload_blobs([])  # nothing to read: no cat-file round trip, no error
     assert repo.read_blobs(ids) == {b: files[p] for p, b in zip(files, ids, strict=True)}
-    assert repo._preloaded == {}  # handed out, not kept
+    assert repo.reader._preloaded == {}  # handed out, not kept
     assert repo.read_blobs(ids[:3]) == {
         b: files[p] for p, b in list(zip(files, ids, strict=True))[:3]
     }
