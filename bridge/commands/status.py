@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from bridge.config import Settings
+from bridge.config import Settings, Target
 from bridge.observability.display import escape, table
 from bridge.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 
@@ -19,7 +19,6 @@ from bridge.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 def collect_status(settings: Settings) -> list[dict[str, Any]]:
     from bridge.commands.statusfile import read_status
     from bridge.controlplane.client import ControlPlaneClient
-    from bridge.publishing.repo import TargetRepo
 
     with ControlPlaneClient.from_settings(settings.control_plane) as client:
         listing = client.list_listener_deployments()
@@ -31,60 +30,9 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
     }
     held_ids = {h["id"] for t in held_deletions(last) for h in t["heldDeletions"]}
     rows: list[dict[str, Any]] = []
-    wanted = {d.id: d for d in listing.deployments}
-    seen: set[str] = set()
     for target in settings.targets:
-        cluster = target.cluster or listing.listener.compute_id
-        ns_dir = str(PurePosixPath(target.path or ".", cluster, target.namespace))
-        ns_dir = ns_dir.removeprefix("./")
-        repo = TargetRepo(target, settings.git)
-        try:
-            repo.sync()
-            tree = repo.ls_tree(ns_dir + "/")
-            committed: dict[str, tuple[str, DeploymentState]] = {}
-            states = {p: b for p, b in tree.items() if PurePosixPath(p).name == STATE_FILE}
-            # Bounded: a state file is anyone's to push; one that is too large, not
-            # a file or not what the bridge writes is not a committed deployment.
-            read = repo.read_blobs(list(states.values()), max_bytes=MAX_STATE_BYTES)
-            for path, blob in states.items():
-                try:
-                    state = DeploymentState.from_bytes(read[blob])
-                except (KeyError, ValueError):
-                    continue
-                committed[state.deployment_id] = (str(PurePosixPath(path).parent), state)
-            ids = sorted(
-                {d.id for d in listing.deployments if d.namespace == target.namespace}
-                | set(committed)
-            )
-            for dep_id in ids:
-                seen.add(dep_id)
-                dep = wanted.get(dep_id)
-                folder, state = committed.get(dep_id, ("", None))  # type: ignore[assignment]
-                commit = repo.last_commit_for(folder) if folder else None
-                wanted_rev = dep.revision_id if dep is not None else None
-                committed_rev = state.revision_id if state is not None else None
-                rows.append(
-                    {
-                        "id": dep_id,
-                        "name": dep.name
-                        if dep is not None
-                        else (state.deployment_name if state else ""),
-                        "namespace": target.namespace,
-                        "repo": target.repo,
-                        "folder": folder or None,
-                        "wantedRevision": wanted_rev,
-                        "committedRevision": committed_rev,
-                        "commit": commit[0] if commit else None,
-                        "pushed": state is not None
-                        and dep is not None
-                        and committed_rev == wanted_rev,
-                        "inControlPlane": dep is not None,
-                        "lastError": last_errors.get(dep_id),
-                        "deletionHeld": dep_id in held_ids,
-                    }
-                )
-        finally:
-            repo.close()
+        rows += _target_rows(settings, target, listing, last_errors, held_ids)
+    seen = {row["id"] for row in rows}
     namespaces = set(listing.listener.namespaces)
     for dep in listing.deployments:
         if dep.id not in seen:
@@ -94,39 +42,108 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
                 else f"no target configured for namespace {dep.namespace!r} (add a target)"
             )
             rows.append(
-                {
-                    "id": dep.id,
-                    "name": dep.name,
-                    "namespace": dep.namespace,
-                    "repo": None,
-                    "folder": None,
-                    "wantedRevision": dep.revision_id,
-                    "committedRevision": None,
-                    "commit": None,
-                    "pushed": False,
-                    "inControlPlane": True,
-                    "lastError": last_errors.get(dep.id) or unmanaged,
-                    "deletionHeld": False,
-                }
+                _row(
+                    dep.id,
+                    dep.name,
+                    dep.namespace,
+                    wanted=dep.revision_id,
+                    last_error=last_errors.get(dep.id) or unmanaged,
+                )
             )
     for error in listing.invalid:
-        rows.append(
-            {
-                "id": error.deployment_id,
-                "name": error.deployment_name,
-                "namespace": None,
-                "repo": None,
-                "folder": None,
-                "wantedRevision": None,
-                "committedRevision": None,
-                "commit": None,
-                "pushed": False,
-                "inControlPlane": True,
-                "lastError": str(error),
-                "deletionHeld": False,
-            }
-        )
+        rows.append(_row(error.deployment_id, error.deployment_name, None, last_error=str(error)))
     return sorted(rows, key=lambda r: (r["namespace"] or "", r["name"] or "", r["id"]))
+
+
+def _row(
+    dep_id: str,
+    name: str | None,
+    namespace: str | None,
+    *,
+    wanted: str | None = None,
+    last_error: str | None = None,
+) -> dict[str, Any]:
+    """A row of a deployment the bridge does not commit (unmanaged or unparsed)."""
+    return {
+        "id": dep_id,
+        "name": name,
+        "namespace": namespace,
+        "repo": None,
+        "folder": None,
+        "wantedRevision": wanted,
+        "committedRevision": None,
+        "commit": None,
+        "pushed": False,
+        "inControlPlane": True,
+        "lastError": last_error,
+        "deletionHeld": False,
+    }
+
+
+def _committed(repo: Any, ns_dir: str) -> dict[str, tuple[str, DeploymentState]]:
+    """Deployment id -> (folder, state) of the state files under `ns_dir` at the head.
+
+    Bounded: a state file is anyone's to push; one that is too large, not a
+    file or not what the bridge writes is not a committed deployment."""
+    tree = repo.ls_tree(ns_dir + "/")
+    states = {p: b for p, b in tree.items() if PurePosixPath(p).name == STATE_FILE}
+    read = repo.read_blobs(list(states.values()), max_bytes=MAX_STATE_BYTES)
+    committed: dict[str, tuple[str, DeploymentState]] = {}
+    for path, blob in states.items():
+        try:
+            state = DeploymentState.from_bytes(read[blob])
+        except (KeyError, ValueError):
+            continue
+        committed[state.deployment_id] = (str(PurePosixPath(path).parent), state)
+    return committed
+
+
+def _target_rows(
+    settings: Settings,
+    target: Target,
+    listing: Any,
+    last_errors: dict[str, Any],
+    held_ids: set[str],
+) -> list[dict[str, Any]]:
+    """One row per deployment the control plane lists for the target or its repo holds."""
+    from bridge.publishing.repo import TargetRepo
+
+    cluster = target.cluster or listing.listener.compute_id
+    ns_dir = str(PurePosixPath(target.path or ".", cluster, target.namespace)).removeprefix("./")
+    wanted = {d.id: d for d in listing.deployments}
+    rows = []
+    repo = TargetRepo(target, settings.git)
+    try:
+        repo.sync()
+        committed = _committed(repo, ns_dir)
+        ids = {d.id for d in listing.deployments if d.namespace == target.namespace}
+        for dep_id in sorted(ids | set(committed)):
+            dep = wanted.get(dep_id)
+            folder, state = committed.get(dep_id, ("", None))
+            commit = repo.last_commit_for(folder) if folder else None
+            wanted_rev = dep.revision_id if dep is not None else None
+            committed_rev = state.revision_id if state is not None else None
+            rows.append(
+                {
+                    "id": dep_id,
+                    "name": dep.name
+                    if dep is not None
+                    else (state.deployment_name if state else ""),
+                    "namespace": target.namespace,
+                    "repo": target.repo,
+                    "folder": folder or None,
+                    "wantedRevision": wanted_rev,
+                    "committedRevision": committed_rev,
+                    "commit": commit[0] if commit else None,
+                    "pushed": state is not None and dep is not None and committed_rev == wanted_rev,
+                    "inControlPlane": dep is not None,
+                    "lastError": last_errors.get(dep_id),
+                    "deletionHeld": dep_id in held_ids,
+                }
+            )
+    finally:
+        repo.close()
+    return rows
 
 
 def held_deletions(last: dict[str, Any]) -> list[dict[str, Any]]:
