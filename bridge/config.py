@@ -31,7 +31,9 @@ DEFAULT_CONFIG_FILE = "bridge.yaml"
 ENV_PREFIX = "BRIDGE_"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Matched whole (fullmatch): `$` would also accept a trailing newline, which an
+# env var can carry and which would then go into URLs and headers.
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,16 @@ class ControlPlaneSettings:
     listener_id: str
     tenant_id: str | None = None
     poll_interval: float = 15.0
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds per request: a deadline from connect to the last byte
+    # Seconds of one cycle's control-plane requests (listing, deletion confirmations):
+    # 50,000 records are 500 pages, ~100 s at 0.2 s a page over a WAN.
+    cycle_timeout: float = 300.0
+    # MiB of one answer, counted while it streams in. JSON's worst shape per byte
+    # ({} objects) parses to ~50 MB per MiB, and two pages are in flight (the
+    # read-ahead): 8 MiB peaked at ~400 MB over the bridge's own, under the 1 GiB
+    # pod with 10,000 deployments (16 MiB: ~800 MB). An honest page is ~0.1-1 MiB.
+    max_response_mb: int = 8
+    max_deployments: int = 50_000  # records of one listing, every listener's counted
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,9 @@ SCHEMA: dict[str, Any] = {
         "listenerId": ("str", None),
         "pollInterval": ("float", 15.0),
         "timeout": ("float", 10.0),
+        "cycleTimeout": ("float", 300.0),
+        "maxResponseMb": ("int", 8),
+        "maxDeployments": ("int", 50_000),
     },
     "targets": ("targets", None),
     "git": {
@@ -491,35 +505,7 @@ def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) 
     def v(path: str) -> Any:
         return _value(reader, path)
 
-    url = v("controlPlane.url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise reader.error("controlPlane.url", url, "an http:// or https:// URL")
-    if parts.password is not None or parts.username is not None:
-        raise reader.error("controlPlane.url", "<url with credentials>", "a URL without user info")
-    listener_id = v("controlPlane.listenerId")
-    if not listener_id or not UUID.match(listener_id):
-        raise reader.error("controlPlane.listenerId", listener_id, "a listener UUID")
-    tenant_id = v("controlPlane.tenantId")
-    if tenant_id is not None and not UUID.match(tenant_id):
-        raise reader.error("controlPlane.tenantId", tenant_id, "a workspace UUID or null")
-    poll = v("controlPlane.pollInterval")
-    if not 1 <= poll <= 86400:
-        raise reader.error("controlPlane.pollInterval", poll, "seconds between 1 and 86400")
-    timeout = v("controlPlane.timeout")
-    if not 0 < timeout <= 600:
-        raise reader.error("controlPlane.timeout", timeout, "seconds between 0 and 600")
-    api_key_env = v("controlPlane.apiKeyEnv")
-    api_key = _env_secret(reader, "controlPlane.apiKeyEnv", api_key_env, required=require_api_key)
-    control_plane = ControlPlaneSettings(
-        url=url.rstrip("/"),
-        api_key_env=api_key_env,
-        api_key=api_key or Redacted(""),
-        listener_id=listener_id.lower(),
-        tenant_id=tenant_id,
-        poll_interval=poll,
-        timeout=timeout,
-    )
+    control_plane = _control_plane(reader, require_api_key=require_api_key)
 
     git_ssh = _ssh(reader, "git.ssh", reader.raw.get("git", {}) or {})
     git_https = _https(reader, "git.https", (reader.raw.get("git") or {}).get("https") or {})
@@ -662,6 +648,62 @@ def _build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) 
         render=render,
         source=reader.source,
     )
+
+
+def _control_plane(reader: _Reader, *, require_api_key: bool) -> ControlPlaneSettings:
+    def v(path: str) -> Any:
+        return _value(reader, path)
+
+    url = v("controlPlane.url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise reader.error("controlPlane.url", url, "an http:// or https:// URL")
+    if parts.password is not None or parts.username is not None:
+        raise reader.error("controlPlane.url", "<url with credentials>", "a URL without user info")
+    listener_id = v("controlPlane.listenerId")
+    if not listener_id or not UUID.fullmatch(listener_id):
+        raise reader.error("controlPlane.listenerId", listener_id, "a listener UUID")
+    tenant_id = v("controlPlane.tenantId")
+    if tenant_id is not None and not UUID.fullmatch(tenant_id):
+        raise reader.error("controlPlane.tenantId", tenant_id, "a workspace UUID or null")
+    poll = v("controlPlane.pollInterval")
+    if not 1 <= poll <= 86400:
+        raise reader.error("controlPlane.pollInterval", poll, "seconds between 1 and 86400")
+    timeout = v("controlPlane.timeout")
+    if not 0 < timeout <= 600:
+        raise reader.error("controlPlane.timeout", timeout, "seconds between 0 and 600")
+    cycle_timeout = v("controlPlane.cycleTimeout")
+    if not timeout <= cycle_timeout <= 86400:
+        raise reader.error(
+            "controlPlane.cycleTimeout",
+            cycle_timeout,
+            f"seconds from controlPlane.timeout ({timeout:g}) to 86400",
+        )
+    max_response_mb = v("controlPlane.maxResponseMb")
+    if not 1 <= max_response_mb <= 512:
+        raise reader.error(
+            "controlPlane.maxResponseMb", max_response_mb, "an integer from 1 to 512 (MiB)"
+        )
+    max_deployments = v("controlPlane.maxDeployments")
+    if not 1 <= max_deployments <= 1_000_000:
+        raise reader.error(
+            "controlPlane.maxDeployments", max_deployments, "an integer from 1 to 1000000"
+        )
+    api_key_env = v("controlPlane.apiKeyEnv")
+    api_key = _env_secret(reader, "controlPlane.apiKeyEnv", api_key_env, required=require_api_key)
+    control_plane = ControlPlaneSettings(
+        url=url.rstrip("/"),
+        api_key_env=api_key_env,
+        api_key=api_key or Redacted(""),
+        listener_id=listener_id.lower(),
+        tenant_id=tenant_id,
+        poll_interval=poll,
+        timeout=timeout,
+        cycle_timeout=cycle_timeout,
+        max_response_mb=max_response_mb,
+        max_deployments=max_deployments,
+    )
+    return control_plane
 
 
 def _positive(reader: _Reader, path: str, value: Any) -> Any:

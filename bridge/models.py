@@ -3,19 +3,53 @@
 Parsing is strict about shape (a wrong type is an error naming the field) and
 lenient about unknown fields (the real API grows). Semantic checks that depend
 on rendering (image syntax, env names, sizes) belong to `bridge.rendering`.
-This module imports nothing of the bridge but `errors` and `redaction`.
+What becomes a path, a trailer or a file name is checked here, at the edge:
+ids are UUID-shaped, the listener's `compute_id` is one safe folder name, and
+no string holds what UTF-8 cannot encode. Free-form objects nest at most
+`untrusted.MAX_DEPTH` levels. Errors name the field and show a bad value
+escaped (repr), never raw, and never a secret's.
+This module imports nothing of the bridge but `display`, `errors`, `redaction` and `untrusted`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from bridge.display import escape
 from bridge.errors import InvalidDeployment
 from bridge.redaction import Redacted
+from bridge.untrusted import MAX_DEPTH
 
 Json = Any
+
+# The shape of the control plane's ids (8-4-4-4-12 hex digits), matched whole:
+# an id names a folder's state, a commit trailer and a URL path.
+UUID_SHAPE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+MAX_COMPUTE_ID = 253  # bytes; a file name may have 255, and 253 is a DNS name's limit
+_SHOWN = 80  # characters of a bad value quoted in an error
+
+
+def shown(value: str, limit: int = _SHOWN) -> str:
+    """A value from outside as an error may quote it: repr-escaped (control
+    characters, lone surrogates), quoted, and cut to `limit` characters."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def _label(value: str, limit: int = 200) -> str:
+    """A value from outside as a label in messages (an id, a key in a path):
+    control characters escaped (bridge.display, the one place that does it),
+    cut to `limit` characters."""
+    text = escape(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class NestedTooDeep(ValueError):
+    """A free-form object nests deeper than MAX_DEPTH levels."""
 
 
 class FrozenDict(Mapping[str, Any]):
@@ -53,13 +87,50 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def freeze(value: Json) -> Any:
-    """Deep copy of parsed JSON with dicts as FrozenDict and lists as tuples."""
+def freeze(value: Json, *, depth: int = MAX_DEPTH) -> Any:
+    """Deep copy of parsed JSON with dicts as FrozenDict and lists as tuples.
+    NestedTooDeep past `depth` levels of objects and arrays: the count rides
+    along the copy, so the check costs nothing extra and the recursion (two
+    frames a level) stays far from Python's limit."""
     if isinstance(value, Mapping):
-        return FrozenDict({str(k): freeze(v) for k, v in value.items()})
+        if depth <= 0:
+            raise NestedTooDeep(f"nested deeper than {MAX_DEPTH} levels")
+        return FrozenDict({str(k): freeze(v, depth=depth - 1) for k, v in value.items()})
     if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
+        if depth <= 0:
+            raise NestedTooDeep(f"nested deeper than {MAX_DEPTH} levels")
+        return tuple(freeze(v, depth=depth - 1) for v in value)
     return value
+
+
+def unencodable_field(raw: Json) -> str | None:
+    """The path (`secrets[0].value`) of the first string, key or value, that UTF-8
+    cannot encode (a lone surrogate such as "\\ud800" is valid JSON), else None.
+    Iterative: a record nested deep cannot overflow the stack here."""
+    stack: list[tuple[Any, str]] = [(raw, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if not _encodable(node):
+                return path or "(the value itself)"
+        elif isinstance(node, Mapping):
+            for key, child in node.items():
+                name = _label(str(key))
+                child_path = f"{path}.{name}" if path else name
+                if isinstance(key, str) and not _encodable(key):
+                    return child_path
+                stack.append((child, child_path))
+        elif isinstance(node, list | tuple):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def thaw(value: Any) -> Json:
@@ -200,6 +271,12 @@ class _Fields:
             raise self.fail(key, f"must be a string, got {type(value).__name__}")
         return value
 
+    def uuid_(self, key: str, *, required: bool = False) -> str | None:
+        value = self.str_(key, required=required)
+        if value is not None and not UUID_SHAPE.fullmatch(value):
+            raise self.fail(key, f"{shown(value)} is not a UUID (8-4-4-4-12 hex digits)")
+        return value
+
     def obj(self, key: str) -> Mapping[str, Any]:
         value = self.raw.get(key)
         if value is None:
@@ -237,19 +314,41 @@ class _Fields:
 
     def objects(self, key: str) -> tuple[FrozenDict, ...]:
         items = self.list_(key)
+        frozen = []
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise self.fail(f"{key}[{i}]", "must be an object")
-        return tuple(freeze(item) for item in items)
+            try:
+                frozen.append(freeze(item))
+            except NestedTooDeep as e:
+                raise self.fail(f"{key}[{i}]", f"is {e}") from None
+        return tuple(frozen)
+
+
+class InvalidListener(ValueError):
+    """The listener's answer has the right shape but a field the bridge must not
+    use (its message names the field and why)."""
 
 
 def parse_listener(raw: Json) -> Listener:
+    """A Listener from the control plane's JSON: ValueError when it is not one,
+    InvalidListener (a ValueError) when a field is unsafe to use."""
     if not isinstance(raw, Mapping):
         raise ValueError("listener must be a JSON object")
     listener_id = raw.get("id")
     compute_id = raw.get("compute_id")
     if not isinstance(listener_id, str) or not isinstance(compute_id, str):
         raise ValueError("listener needs string fields `id` and `compute_id`")
+    bad = unencodable_field(raw)
+    if bad is not None:
+        raise InvalidListener(f"field `{bad}` is not valid Unicode text (a lone surrogate)")
+    if not UUID_SHAPE.fullmatch(listener_id):
+        raise InvalidListener(f"field `id` {shown(listener_id)} is not a UUID")
+    problem = path_component_problem(compute_id)
+    if problem is not None:
+        raise InvalidListener(
+            f"field `compute_id` {shown(compute_id)} cannot name the cluster folder: {problem}"
+        )
     config = raw.get("compute_config") or {}
     if not isinstance(config, Mapping):
         raise ValueError("listener field `compute_config` must be an object")
@@ -265,28 +364,66 @@ def parse_listener(raw: Json) -> Listener:
     )
 
 
+def path_component_problem(name: str) -> str | None:
+    """Why `name` cannot be one folder name in a git tree, or None. The listener's
+    compute_id becomes `<path>/<compute_id>/<namespace>/`: it must stay one
+    component, inside the target, and never be (or alias, on Windows or macOS
+    checkouts) the `.git` directory."""
+    if name in ("", ".", ".."):
+        return "it is empty, '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "it holds '/' or '\\'"
+    if not name.isprintable():
+        # Control characters, and lone surrogates, which UTF-8 cannot encode.
+        return "it holds a control or unprintable character"
+    if name.rstrip(". ").lower() in (".git", "git~1"):
+        return (
+            "it is git's own directory in some spelling (.git, any case, trailing dots or spaces)"
+        )
+    if len(name.encode("utf-8")) > MAX_COMPUTE_ID:
+        return f"it is longer than {MAX_COMPUTE_ID} bytes"
+    return None
+
+
 def deployment_identity(raw: Json) -> tuple[str, str]:
-    """(id, name) of a raw deployment, as well as can be told, for error messages."""
+    """(id, name) of a raw deployment for messages, as well as can be told. The
+    id is shown bare, so its unprintable characters are escaped here; the name
+    is shown as repr (DeploymentError), so only what UTF-8 cannot encode is
+    escaped, or no log line or status file could hold it."""
     if not isinstance(raw, Mapping):
         return ("<unknown>", "<unknown>")
     dep_id = raw.get("id")
     name = raw.get("name")
     return (
-        dep_id if isinstance(dep_id, str) else "<unknown>",
-        name if isinstance(name, str) else "<unknown>",
+        _label(dep_id) if isinstance(dep_id, str) else "<unknown>",
+        name.encode("utf-8", "backslashreplace").decode() if isinstance(name, str) else "<unknown>",
     )
 
 
-def parse_deployment(raw: Json) -> Deployment:
-    """A Deployment from the control plane's JSON; InvalidDeployment names what is wrong."""
+def parse_deployment(raw: Json, *, check_text: bool = True) -> Deployment:
+    """A Deployment from the control plane's JSON; InvalidDeployment names what is wrong.
+
+    `check_text=False` skips the walk over every string for ones UTF-8 cannot
+    encode: for a caller that knows the JSON text had no surrogate escape in it
+    (the client scans each page's bytes once, in C, instead of every record in Python).
+    """
     dep_id, dep_name = deployment_identity(raw)
     if not isinstance(raw, Mapping):
         raise InvalidDeployment(
             "is not a JSON object", deployment_id=dep_id, deployment_name=dep_name
         )
     top = _Fields(raw, "", dep_id, dep_name)
-    top.str_("id", required=True)
-    top.str_("name", required=True)
+    if check_text:
+        bad = unencodable_field(raw)
+        if bad is not None:
+            # Never the value: the field may be a secret's.
+            raise top.fail(
+                bad,
+                "is not valid Unicode text (it holds a lone surrogate, \\ud800-\\udfff), "
+                "so it cannot be written to git",
+            )
+    real_id = top.uuid_("id", required=True) or ""
+    real_name = top.str_("name", required=True) or ""
     source = top.str_("source", required=True) or ""
     status = top.str_("status") or "UNKNOWN"
     source_config = _Fields(top.obj("source_config"), "source_config.", dep_id, dep_name)
@@ -299,32 +436,6 @@ def parse_deployment(raw: Json) -> Deployment:
     spec = _Fields(
         source_config.obj("resource_spec"), "source_config.resource_spec.", dep_id, dep_name
     )
-
-    secrets = []
-    for i, item in enumerate(top.list_("secrets")):
-        entry = _Fields(
-            item if isinstance(item, Mapping) else {}, f"secrets[{i}].", dep_id, dep_name
-        )
-        if not isinstance(item, Mapping):
-            raise top.fail(f"secrets[{i}]", "must be an object")
-        name = entry.str_("name", required=True) or ""
-        value = item.get("value")
-        if not isinstance(value, str):
-            raise entry.fail("value", "must be a string")
-        secrets.append(SecretEnv(name=name, value=Redacted(value)))
-
-    references = []
-    for i, item in enumerate(top.list_("secret_references")):
-        if not isinstance(item, Mapping):
-            raise top.fail(f"secret_references[{i}]", "must be an object")
-        entry = _Fields(item, f"secret_references[{i}].", dep_id, dep_name)
-        references.append(
-            SecretReference(
-                name=entry.str_("name", required=True) or "",
-                secret_name=entry.str_("secret_name", required=True) or "",
-                secret_key=entry.str_("secret_key", required=True) or "",
-            )
-        )
 
     numbers: dict[str, Any] = {}
     for name in _INT_FIELDS:
@@ -349,19 +460,49 @@ def parse_deployment(raw: Json) -> Deployment:
         sidecars=spec.objects("sidecars"),
     )
     return Deployment(
-        id=dep_id,
-        name=dep_name,
+        id=real_id,
+        name=real_name,
         source=source,
         status=status,
         listener_id=source_config.str_("listener_id"),
         namespace=listener_config.str_("k8s_namespace"),
         image_uri=revision_config.str_("image_uri"),
-        revision_id=top.str_("latest_revision_id"),
-        secrets=tuple(secrets),
-        secret_references=tuple(references),
+        revision_id=top.uuid_("latest_revision_id"),
+        secrets=_secrets(top),
+        secret_references=_references(top),
         resource_spec=resource_spec,
         custom_url=source_config.str_("custom_url"),
     )
+
+
+def _secrets(top: _Fields) -> tuple[SecretEnv, ...]:
+    secrets = []
+    for i, item in enumerate(top.list_("secrets")):
+        if not isinstance(item, Mapping):
+            raise top.fail(f"secrets[{i}]", "must be an object")
+        entry = _Fields(item, f"secrets[{i}].", top.dep_id, top.dep_name)
+        name = entry.str_("name", required=True) or ""
+        value = item.get("value")
+        if not isinstance(value, str):
+            raise entry.fail("value", "must be a string")
+        secrets.append(SecretEnv(name=name, value=Redacted(value)))
+    return tuple(secrets)
+
+
+def _references(top: _Fields) -> tuple[SecretReference, ...]:
+    references = []
+    for i, item in enumerate(top.list_("secret_references")):
+        if not isinstance(item, Mapping):
+            raise top.fail(f"secret_references[{i}]", "must be an object")
+        entry = _Fields(item, f"secret_references[{i}].", top.dep_id, top.dep_name)
+        references.append(
+            SecretReference(
+                name=entry.str_("name", required=True) or "",
+                secret_name=entry.str_("secret_name", required=True) or "",
+                secret_key=entry.str_("secret_key", required=True) or "",
+            )
+        )
+    return tuple(references)
 
 
 @dataclass(frozen=True)

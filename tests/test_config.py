@@ -44,6 +44,24 @@ def test_defaults_and_types(tmp_path: Path) -> None:
     assert s.secrets.provider == "none"
 
 
+def test_control_plane_bounds_have_defaults_and_env_overrides(tmp_path: Path) -> None:
+    cp = load_settings(write(tmp_path, base()), env=ENV).control_plane
+    assert (cp.timeout, cp.cycle_timeout, cp.max_response_mb, cp.max_deployments) == (
+        10,
+        300,
+        8,
+        50_000,
+    )
+    env = {
+        **ENV,
+        "BRIDGE_CONTROL_PLANE_CYCLE_TIMEOUT": "60",
+        "BRIDGE_CONTROL_PLANE_MAX_RESPONSE_MB": "16",
+        "BRIDGE_CONTROL_PLANE_MAX_DEPLOYMENTS": "200000",
+    }
+    cp = load_settings(write(tmp_path, base()), env=env).control_plane
+    assert (cp.cycle_timeout, cp.max_response_mb, cp.max_deployments) == (60, 16, 200_000)
+
+
 def test_env_overrides(tmp_path: Path) -> None:
     env = {
         **ENV,
@@ -63,6 +81,18 @@ INVALID = [
     ("controlPlane.listenerId", {"controlPlane": {"listenerId": "nope"}}, "nope"),
     ("controlPlane.pollInterval", {"controlPlane": {"pollInterval": 0}}, "0"),
     ("controlPlane.timeout", {"controlPlane": {"timeout": "soon"}}, "soon"),
+    ("controlPlane.cycleTimeout", {"controlPlane": {"cycleTimeout": 0}}, "0"),
+    ("controlPlane.cycleTimeout", {"controlPlane": {"timeout": 30, "cycleTimeout": 20}}, "20"),
+    ("controlPlane.maxResponseMb", {"controlPlane": {"maxResponseMb": 0}}, "0"),
+    ("controlPlane.maxResponseMb", {"controlPlane": {"maxResponseMb": 1.5}}, "1.5"),
+    ("controlPlane.maxResponseMb", {"controlPlane": {"maxResponseMb": 4096}}, "4096"),
+    ("controlPlane.maxDeployments", {"controlPlane": {"maxDeployments": 0}}, "0"),
+    ("controlPlane.maxDeployments", {"controlPlane": {"maxDeployments": "many"}}, "many"),
+    (
+        "controlPlane.listenerId",
+        {"controlPlane": {"listenerId": LISTENER + "\n"}},
+        repr(LISTENER + "\n"),
+    ),
     ("targets", {"targets": []}, "allowed"),
     ("targets[0].namespace", {"targets": [{"namespace": "../x", "repo": "file:///r"}]}, "../x"),
     ("git.authorEmail", {"git": {"authorEmail": "not an email"}}, "not an email"),

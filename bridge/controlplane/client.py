@@ -6,10 +6,21 @@ see a complete listing or an exception, never a partial listing. Messages name
 the method and URL (never the API key) and say what to do.
 
 Retry budget, per logical request: 3 attempts. 5xx, 429, timeouts, connection
-errors and unreadable bodies (not JSON, truncated) are retried with bounded
-exponential backoff and jitter (429 honours `Retry-After`, at most 60 s).
-A listing that sees a record twice or a malformed page envelope starts again
-from offset 0 once, because another writer moved records between pages.
+errors and unreadable bodies (not JSON, truncated, nested too deeply) are
+retried with bounded exponential backoff and jitter (429 honours
+`Retry-After`, at most 60 s). A listing that sees a record twice or a
+malformed page envelope starts again from offset 0 once, because another
+writer moved records between pages.
+
+Bounds (README "Failure modes"), because the control plane's answers are
+outside input: each request has a deadline from connect to its last byte
+(`controlPlane.timeout`, see `deadlines.py`); the requests of one cycle (the
+listing, then deletion confirmations) share a budget (`cycleTimeout`);
+an answer is read while it streams in, up to `maxResponseMb`; a listing holds
+at most `maxDeployments` records and no page more than the `limit` asked for.
+A redirect is never followed: the key goes to `controlPlane.url` only. Over a
+bound, the answer is refused (no retry, it would not shrink); the cycle
+changes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +42,16 @@ from urllib.parse import quote
 import httpx
 
 from bridge.config import ControlPlaneSettings
+from bridge.controlplane.bounds import (
+    ERROR_BODY,
+    Budget,
+    Limits,
+    TooLarge,
+    may_hold_surrogates,
+    read_capped,
+    redirect_target,
+)
+from bridge.controlplane.deadlines import Deadlines, install
 from bridge.errors import (
     AuthRefused,
     ControlPlaneError,
@@ -40,6 +61,7 @@ from bridge.errors import (
 )
 from bridge.models import (
     Deployment,
+    InvalidListener,
     Listener,
     deployment_identity,
     parse_deployment,
@@ -55,7 +77,7 @@ MAX_ATTEMPTS = 3
 BACKOFF_BASE = 0.5  # seconds before the 2nd attempt; doubles, plus up to 25 % jitter
 BACKOFF_MAX = 8.0
 RETRY_AFTER_CAP = 60.0
-MAX_PAGES = 10_000  # a million deployments: beyond that the server is looping
+MAX_PAGES = 10_000  # of revisions (admin helper): beyond that the server is looping
 _SNIPPET = 120  # characters of a response body quoted in an error
 
 
@@ -78,6 +100,16 @@ class _Reply:
     url: str  # without credentials
     data: Any  # decoded JSON of a 2xx answer with a body, else None
     detail: str  # the server's `detail` for a 4xx, else ""
+    suspect_text: bool = False  # the body may hold a string UTF-8 cannot encode
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """One attempt that did not get an answer to use; retried while attempts last."""
+
+    last: str  # what went wrong, as the final error quotes it
+    retry_after: float | None = None
+    retry_safe: bool = False  # may a request that is not idempotent be sent again?
 
 
 NO_LISTENER = "00000000-0000-0000-0000-000000000000"
@@ -115,6 +147,8 @@ class ControlPlaneClient:
         on_response: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._api_key = api_key
@@ -124,6 +158,11 @@ class ControlPlaneClient:
         self._sleep = sleep
         self._jitter = jitter
         self._pager: ThreadPoolExecutor | None = None
+        self._limits = limits or Limits()
+        self._deadlines = Deadlines()
+        install(http, self._deadlines)
+        # The clock is injected so that tests of the budget need no real time.
+        self._budget = Budget(self._limits.cycle_timeout, clock)
 
     @classmethod
     def admin(cls, url: str, api_key: str, *, timeout: float = 10.0) -> ControlPlaneClient:
@@ -147,6 +186,7 @@ class ControlPlaneClient:
         transport: httpx.BaseTransport | None = None,
         on_response: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> ControlPlaneClient:
         headers = {"X-Api-Key": settings.api_key.reveal(), "Accept": "application/json"}
         if settings.tenant_id:
@@ -157,6 +197,7 @@ class ControlPlaneClient:
             headers=headers,
             timeout=httpx.Timeout(settings.timeout),
             transport=transport,
+            # Never: a redirect would take the key elsewhere (an error names it).
             follow_redirects=False,
         )
         return cls(
@@ -166,6 +207,8 @@ class ControlPlaneClient:
             listener_id=settings.listener_id,
             on_response=on_response,
             sleep=sleep,
+            limits=Limits.of(settings),
+            clock=clock,
         )
 
     def close(self) -> None:
@@ -191,7 +234,10 @@ class ControlPlaneClient:
     # --- the listener's view ------------------------------------------------
 
     def list_listener_deployments(self) -> Listing:
-        """The listener and every deployment assigned to it, or an exception."""
+        """The listener and every deployment assigned to it, or an exception.
+        Starts a cycle: this listing and the `confirm_gone` calls after it share
+        the budget of `controlPlane.cycleTimeout`."""
+        self._budget.start()
         listener = self._read_listener()
         try:
             return self._list_once(listener)
@@ -222,6 +268,14 @@ class ControlPlaneClient:
         self._refuse_4xx("GET", reply)
         try:
             return parse_listener(reply.data)
+        except InvalidListener as e:
+            raise self._error(
+                ControlPlaneError,
+                f"GET {reply.url}: listener {self._listener_id} cannot be used: {e}",
+                hint="fix the listener in LangSmith. Its compute_id names the cluster folder "
+                "(<path>/<compute_id>/<namespace>/) of every target: one folder name, without "
+                "'/', '\\', '..', control characters or `.git`. This cycle changed nothing",
+            ) from None
         except ValueError as e:
             raise self._error(
                 ControlPlaneError,
@@ -234,21 +288,23 @@ class ControlPlaneClient:
         seen: set[str] = set()
         deployments: list[Deployment] = []
         invalid: list[InvalidDeployment] = []
-        offset = 0
+        offset = records = 0
         pending: Future[_Reply] | None = self._page(offset)
         try:
-            for _ in range(MAX_PAGES):
+            while True:
                 assert pending is not None
                 reply, pending = pending.result(), None
                 self._refuse_4xx("GET", reply)
                 resources, next_offset = _envelope(reply.data, offset, reply.url)
-                if len(resources) >= PAGE_SIZE:
+                records += len(resources)
+                self._refuse_page(reply.url, len(resources), records)
+                if len(resources) == PAGE_SIZE:
                     # The next page (at the offset this one names, as before)
                     # downloads while this one is parsed: the same requests in
                     # the same order, with the server's time and ours overlapped.
                     pending = self._page(next_offset)
                 for raw in resources:
-                    self._take(raw, listener, reply.url, seen, deployments, invalid)
+                    self._take(raw, listener, reply, seen, deployments, invalid)
                 if len(resources) < PAGE_SIZE:
                     return Listing(listener, tuple(deployments), tuple(invalid))
                 offset = next_offset
@@ -257,11 +313,27 @@ class ControlPlaneClient:
                 # This listing failed; the page it asked for is not used, but
                 # no request is left running on the client.
                 wait([pending])
-        raise self._error(
-            ControlPlaneError,
-            f"GET /v2/deployments returned full pages past offset {offset}",
-            hint="the control plane keeps paging without end; report this to its operator",
-        )
+
+    def _refuse_page(self, url: str, size: int, records: int) -> None:
+        """A page larger than asked, or a listing past `maxDeployments`: no listing.
+        Each full page adds exactly PAGE_SIZE records, so paging ends."""
+        if size > PAGE_SIZE:
+            raise self._error(
+                ControlPlaneError,
+                f"GET {url}: the page has {size} records, more than the limit={PAGE_SIZE} "
+                "asked for; refused",
+                hint="the control plane (or a proxy in between) does not honour `limit`; "
+                "this cycle changed nothing. Report it to the control plane's operator",
+            )
+        if records > self._limits.max_records:
+            raise self._error(
+                ControlPlaneError,
+                f"GET {url}: the listing has more than {self._limits.max_records:,} deployment "
+                "records (controlPlane.maxDeployments, every listener's counted); refused",
+                hint="if the workspace really holds that many deployments, raise "
+                "controlPlane.maxDeployments; else the control plane keeps paging without end. "
+                "This cycle changed nothing",
+            )
 
     def _page(self, offset: int) -> Future[_Reply]:
         """GET one page of deployments in the client's one background thread."""
@@ -274,7 +346,7 @@ class ControlPlaneClient:
         self,
         raw: Any,
         listener: Listener,
-        url: str,
+        reply: _Reply,
         seen: set[str],
         deployments: list[Deployment],
         invalid: list[InvalidDeployment],
@@ -284,14 +356,15 @@ class ControlPlaneClient:
             # owns it, or whether it is one we must keep. No listing beats a wrong one.
             raise self._error(
                 ControlPlaneError,
-                f"GET {url}: a deployment record has no string `id` "
-                f"({_snippet(json.dumps(raw, default=str))})",
+                f"GET {reply.url}: a deployment record has no string `id` ({_record(raw)})",
                 hint="the control plane sent a malformed page; this cycle changed nothing",
             )
+        # The id as sent tells records apart; the escaped one is for messages.
+        raw_id: str = raw["id"]
         dep_id, name = deployment_identity(raw)
-        if dep_id in seen:
+        if raw_id in seen:
             raise _Inconsistent(f"deployment {name!r} ({dep_id}) appeared on two pages")
-        seen.add(dep_id)
+        seen.add(raw_id)
         claim = _claims(raw, listener.id)
         if claim is False:
             return
@@ -307,7 +380,7 @@ class ControlPlaneClient:
             )
             return
         try:
-            deployments.append(parse_deployment(raw))
+            deployments.append(parse_deployment(raw, check_text=reply.suspect_text))
         except InvalidDeployment as e:
             invalid.append(e)
         except (TypeError, ValueError) as e:
@@ -449,15 +522,68 @@ class ControlPlaneClient:
         """Send with retries. Returns any answer below 500 (but 429); 401/403 raise."""
         request = self._http.build_request(method, path, params=params, json=body)
         url = redact_url(str(request.url))
+        started = self._budget.clock()
+        try:
+            return self._attempts(method, url, request, want_json, started)
+        finally:
+            self._budget.spend(self._budget.clock() - started)
+
+    def _attempts(
+        self, method: str, url: str, request: httpx.Request, want_json: bool, started: float
+    ) -> _Reply:
         # A POST that may have reached the server is not repeated: it could create twice.
         idempotent = method != "POST"
-        last = ""
-        retry_after: float | None = None
+        failed = _Failed("")
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            delay = self._backoff(attempt)
-            retry_after = None  # only the last answer's counts
+            limit = self._time_for(method, url, started, attempt - 1, failed.last)
+            answer = self._exchange(method, url, request, want_json, limit)
+            if isinstance(answer, _Reply):
+                return answer
+            failed = answer
+            if not idempotent and not failed.retry_safe:
+                break
+            if attempt < MAX_ATTEMPTS:
+                delay = self._backoff(attempt)
+                if failed.retry_after is not None:
+                    delay = failed.retry_after
+                left = self._budget.left(started)
+                if left is not None and left <= delay:
+                    raise self._out_of_time(method, url, attempt, failed.last)
+                # Debug only: the cycle logs the final error once (running.run_loop),
+                # so a retry storm is never a log storm.
+                log.debug(
+                    "%s %s: %s; retry %d of %d in %.1fs",
+                    method,
+                    url,
+                    failed.last,
+                    attempt,
+                    MAX_ATTEMPTS - 1,
+                    delay,
+                )
+                self._sleep(delay)
+        raise self._error(
+            ControlPlaneUnavailable,
+            f"{method} {url} failed after {attempt} attempt(s); last: {failed.last}",
+            hint="the control plane is unreachable, overloaded or sending garbage; this "
+            "cycle changed nothing and the next poll tries again. Check controlPlane.url, "
+            "the network or proxy in between, and the control plane's health"
+            + (
+                f"; it asked us to wait {failed.retry_after:g}s"
+                if failed.retry_after is not None
+                else ""
+            ),
+            retry_after=failed.retry_after,
+        )
+
+    def _exchange(
+        self, method: str, url: str, request: httpx.Request, want_json: bool, limit: float
+    ) -> _Reply | _Failed:
+        """One attempt within `limit` seconds, connect to last byte: an answer to
+        use, a failure to retry, or an exception that ends the request."""
+        self._deadlines.set(time.monotonic() + limit)
+        try:
             try:
-                response = self._http.send(request)
+                response = self._http.send(request, stream=True)
             except (httpx.UnsupportedProtocol, httpx.ProxyError) as e:
                 self._report("error")
                 raise self._error(
@@ -468,56 +594,114 @@ class ControlPlaneClient:
                 ) from None
             except httpx.TransportError as e:
                 self._report("error")
-                last = _describe_transport(e)
-                if not idempotent and not isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
-                    break
-            else:
-                content = response.content
-                self._report(str(response.status_code))
-                status = response.status_code
-                if status == 429 or status >= 500:
-                    last = f"HTTP {status}" + self._quote(content)
-                    if status == 429:
-                        retry_after = _retry_after(response.headers.get("retry-after"))
-                        delay = retry_after if retry_after is not None else delay
-                    elif not idempotent and status != 503:
-                        break
-                elif status in (401, 403):
-                    raise self._auth_refused(method, url, status, _detail(content))
-                elif status >= 400:
-                    return _Reply(status, url, None, _detail(content))
-                elif not want_json or status == 204:
-                    return _Reply(status, url, None, "")
-                else:
-                    try:
-                        return _Reply(status, url, _decode(response, content), "")
-                    except ValueError as e:
-                        # Garbage gets the 5xx budget: a proxy page or a cut-off body
-                        # may be transient, a storm of retries never helps.
-                        last = f"HTTP {status} with {e}"
-                        if not idempotent:
-                            break
-            if attempt < MAX_ATTEMPTS:
-                # Debug only: the cycle logs the final error once (running.run_loop),
-                # so a retry storm is never a log storm.
-                log.debug(
-                    "%s %s: %s; retry %d of %d in %.1fs",
-                    method,
-                    url,
-                    last,
-                    attempt,
-                    MAX_ATTEMPTS - 1,
-                    delay,
-                )
-                self._sleep(delay)
-        raise self._error(
+                connect = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout)
+                return _Failed(self._describe_failure(e, limit), retry_safe=connect)
+            try:
+                return self._answer(method, url, response, want_json, limit)
+            finally:
+                response.close()
+        finally:
+            self._deadlines.set(None)
+
+    def _answer(
+        self, method: str, url: str, response: httpx.Response, want_json: bool, limit: float
+    ) -> _Reply | _Failed:
+        status = response.status_code
+        if 300 <= status < 400:
+            self._report(str(status))
+            raise self._redirected(method, url, response)
+        cap = self._limits.max_response_bytes if status < 400 else ERROR_BODY
+        try:
+            content = read_capped(response, cap, self._deadlines, whole=status < 400)
+        except TooLarge:
+            self._report("error")
+            raise self._too_large(method, url) from None
+        except httpx.TransportError as e:
+            self._report("error")
+            return _Failed(self._describe_failure(e, limit))
+        except httpx.DecodingError as e:  # a Content-Encoding that does not decode
+            self._report("error")
+            return _Failed(f"HTTP {status} with a body that does not decode ({e})")
+        self._report(str(status))
+        if status == 429 or status >= 500:
+            last = f"HTTP {status}" + self._quote(content)
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            # A 429 or 503 was not acted on: even a POST may go again.
+            return _Failed(
+                last, retry_after if status == 429 else None, retry_safe=status in (429, 503)
+            )
+        if status in (401, 403):
+            raise self._auth_refused(method, url, status, _detail(content))
+        if status >= 400:
+            return _Reply(status, url, None, _detail(content))
+        if not want_json or status == 204:
+            return _Reply(status, url, None, "")
+        try:
+            data = _decode(response, content)
+        except ValueError as e:
+            # Garbage gets the 5xx budget: a proxy page or a cut-off body
+            # may be transient, a storm of retries never helps.
+            return _Failed(f"HTTP {status} with {e}")
+        return _Reply(status, url, data, "", suspect_text=may_hold_surrogates(content))
+
+    # --- bounds ---------------------------------------------------------------------
+
+    def _time_for(self, method: str, url: str, started: float, attempts: int, last: str) -> float:
+        """The deadline of the next attempt: `timeout`, cut to the cycle's budget."""
+        left = self._budget.left(started)
+        if left is None:
+            return self._limits.timeout
+        if left <= 0:
+            raise self._out_of_time(method, url, attempts, last)
+        return min(self._limits.timeout, left)
+
+    def _out_of_time(self, method: str, url: str, attempts: int, last: str) -> ControlPlaneError:
+        return self._error(
             ControlPlaneUnavailable,
-            f"{method} {url} failed after {attempt} attempt(s); last: {last}",
-            hint="the control plane is unreachable, overloaded or sending garbage; this "
-            "cycle changed nothing and the next poll tries again. Check controlPlane.url, "
-            "the network or proxy in between, and the control plane's health"
-            + (f"; it asked us to wait {retry_after:g}s" if retry_after is not None else ""),
-            retry_after=retry_after,
+            f"{method} {url}: this cycle's requests to the control plane ran past "
+            f"controlPlane.cycleTimeout ({self._limits.cycle_timeout:g}s) "
+            + (f"after {attempts} attempt(s)" if attempts else "before it was sent")
+            + (f"; last: {last}" if last else ""),
+            hint="the control plane answers slowly or trickles its answers; this cycle changed "
+            "nothing (no deletion either) and the next poll tries again. If listings this "
+            "large honestly need longer, raise controlPlane.cycleTimeout",
+        )
+
+    def _too_large(self, method: str, url: str) -> ControlPlaneError:
+        mib = self._limits.max_response_bytes >> 20
+        return self._error(
+            ControlPlaneError,
+            f"{method} {url}: the answer is more than {mib} MiB "
+            "(controlPlane.maxResponseMb); refused, not read further",
+            hint="a page of 100 deployments is far smaller; if yours are that large, raise "
+            "controlPlane.maxResponseMb, else check what is between the bridge and the "
+            "control plane (a proxy?). This cycle changed nothing",
+        )
+
+    def _redirected(self, method: str, url: str, response: httpx.Response) -> ControlPlaneError:
+        where = redirect_target(str(response.request.url), response.headers.get("location"))
+        return self._error(
+            ControlPlaneError,
+            f"{method} {url}: the control plane answered HTTP {response.status_code}, a "
+            f"redirect to {where}; not followed: the API key goes to controlPlane.url only",
+            hint="set controlPlane.url to the address that serves the API itself "
+            "(https://api.host.langchain.com, the EU host, or https://<host>/api-host; "
+            "https, not http). If the redirect points somewhere you do not know, find out "
+            "why before you change anything. This cycle changed nothing",
+        )
+
+    def _describe_failure(self, e: httpx.TransportError, limit: float) -> str:
+        kind = _describe_transport(e)
+        if not isinstance(e, httpx.TimeoutException):
+            return kind
+        cut = (
+            ", cut to what was left of controlPlane.cycleTimeout"
+            if limit < self._limits.timeout
+            else ""
+        )
+        return (
+            f"{kind.split(' (')[0]}: no complete answer within {round(limit, 2):g}s, the request's "
+            f"deadline from connect to last byte (controlPlane.timeout{cut})"
         )
 
     def _backoff(self, attempt: int) -> float:
@@ -528,7 +712,7 @@ class ControlPlaneClient:
         if self._on_response is not None:
             self._on_response(label)
 
-    def _quote(self, content: bytes) -> str:
+    def _quote(self, content: bytes | bytearray) -> str:
         text = content.decode("utf-8", "replace").strip()
         return f" ({_snippet(scrub(text, self._api_key))})" if text else ""
 
@@ -616,11 +800,17 @@ def _envelope(data: Any, offset: int, url: str) -> tuple[list[Any], int]:
     return resources, next_offset
 
 
-def _decode(response: httpx.Response, content: bytes) -> Any:
+def _decode(response: httpx.Response, content: bytes | bytearray) -> Any:
+    """JSON of an answer, or ValueError. Depth-safe without a walk over the
+    result: the C parser raises RecursionError past Python's recursion limit
+    (~1,000 levels), caught here; shallower nesting inside a record is checked
+    where it is used (models.freeze), and the hot path pays nothing for it."""
     if not content.strip():
         raise ValueError("an empty body where JSON was expected")
     try:
         return json.loads(content)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         kind = response.headers.get("content-type", "no content type")
         if kind.startswith("application/json"):
@@ -628,11 +818,11 @@ def _decode(response: httpx.Response, content: bytes) -> Any:
         raise ValueError(f"a body that is not JSON ({kind}: {_snippet(content)!r})") from None
 
 
-def _detail(content: bytes) -> str:
+def _detail(content: bytes | bytearray) -> str:
     """The server's `detail` (a string, or FastAPI's 422 list), short and on one line."""
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _snippet(content.decode("utf-8", "replace"))
     detail = data.get("detail") if isinstance(data, dict) else data
     if isinstance(detail, list):
@@ -677,7 +867,16 @@ def _describe_transport(e: httpx.TransportError) -> str:
     return f"{kind} ({e})" if str(e) else kind
 
 
-def _snippet(value: str | bytes, limit: int = _SNIPPET) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+def _record(raw: Any) -> str:
+    """A short quote of a malformed record for an error (never the whole of it)."""
+    try:
+        text = json.dumps(raw, default=str)
+    except (ValueError, RecursionError):
+        return "a record nested too deeply to quote"
+    return _snippet(text)
+
+
+def _snippet(value: str | bytes | bytearray, limit: int = _SNIPPET) -> str:
+    text = value if isinstance(value, str) else value.decode("utf-8", "replace")
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

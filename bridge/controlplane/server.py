@@ -7,37 +7,34 @@ It persists to SQLite (`store.py`) and checks `X-Api-Key`. The local plane
 "deploys" instantly: every new revision is DEPLOYED and becomes the active one.
 
 It must not grow features the real API lacks (there is no status write-back);
-the only extra is fault injection under `/_faults`, switched on by
+the only extra is fault injection under `/_faults` (`faults.py`), switched on by
 `start_in_thread(faults=True)` for the reliability tests and never by `serve`.
 This module must not import httpx (only the client does).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import http.client
 import json
 import secrets
 import socket
-import struct
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge.controlplane.faults import FaultBook, FaultInjector, FaultsRequest
 from bridge.controlplane.store import Doc, DuplicateComputeId, Store
 
 # The workspace every object of the local plane belongs to ([2026] `tenant_id`).
@@ -222,30 +219,6 @@ class DeploymentPatchRequest(_Model):
     source_revision_config: SourceRevisionConfigRequest | None = None
     secrets: list[Secret] | None = None
     secret_references: list[SecretReference] | None = None
-
-
-FaultMode = Literal[
-    "500", "429", "slow", "reset", "garbage", "truncated", "wrong-types", "empty", "shift", "drop"
-]
-
-
-class FaultRule(_Model):
-    path: str = Field(pattern=r"^/")
-    mode: FaultMode
-    times: NonNegInt | None = 1  # None: every matching request
-    after: NonNegInt = 0
-    seconds: float = Field(2.0, gt=0, le=60)  # how long `slow` stalls
-    retry_after: NonNegInt = 1  # the Retry-After of `429`
-    method: str | None = None  # None: any method
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _status_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
-
-
-class FaultsRequest(_Model):
-    rules: list[FaultRule]
 
 
 # --- documents --------------------------------------------------------------
@@ -602,14 +575,20 @@ def create_api(store: Store, faults: FaultBook | None = None) -> FastAPI:
     if faults is not None:
         book = faults
 
+        def rules() -> Response:
+            # ASCII JSON: a rule may carry a lone surrogate (a hostile value), which
+            # FastAPI's own encoder (UTF-8) cannot write; its \u escape is valid JSON.
+            text = json.dumps({"rules": book.snapshot()}, default=str)
+            return Response(content=text.encode(), media_type="application/json")
+
         @api.post("/_faults")
-        def set_faults(body: FaultsRequest) -> Doc:
+        def set_faults(body: FaultsRequest) -> Response:
             book.set(body.rules)
-            return {"rules": book.snapshot()}
+            return rules()
 
         @api.get("/_faults")
-        def get_faults() -> Doc:
-            return {"rules": book.snapshot()}
+        def get_faults() -> Response:
+            return rules()
 
         @api.delete("/_faults", status_code=204)
         def clear_faults() -> Response:
@@ -619,7 +598,7 @@ def create_api(store: Store, faults: FaultBook | None = None) -> FastAPI:
     return api
 
 
-# --- ASGI layers: auth, fault injection --------------------------------------
+# --- ASGI layers: auth (fault injection: faults.py) ---------------------------
 
 
 class ApiKeyGate:
@@ -637,262 +616,6 @@ class ApiKeyGate:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-@dataclass
-class _Armed:
-    rule: FaultRule
-    seen: int = 0
-    hits: int = 0
-
-
-@dataclass
-class FaultBook:
-    """The active fault rules and how often each has matched and fired."""
-
-    _rules: list[_Armed] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def set(self, rules: list[FaultRule]) -> None:
-        with self._lock:
-            self._rules = [_Armed(rule) for rule in rules]
-
-    def snapshot(self) -> list[Doc]:
-        with self._lock:
-            return [{**a.rule.model_dump(), "seen": a.seen, "hits": a.hits} for a in self._rules]
-
-    def match(self, method: str, path: str) -> FaultRule | None:
-        """The rule that fires for this request, counting it on every rule it matches."""
-        fired: FaultRule | None = None
-        with self._lock:
-            for armed in self._rules:
-                rule = armed.rule
-                prefix = rule.path.rstrip("/")
-                if not (path == rule.path or path.startswith(prefix + "/")):
-                    continue
-                if rule.method is not None and rule.method.upper() != method.upper():
-                    continue
-                armed.seen += 1
-                if fired is None and armed.seen > rule.after:
-                    if rule.times is None or armed.hits < rule.times:
-                        armed.hits += 1
-                        fired = rule
-        return fired
-
-
-Apply = Callable[[ASGIApp, FaultRule, Scope, Receive, Send], Awaitable[None]]
-
-
-class FaultInjector:
-    """Applies the first firing rule of `book` to a request (paths under /_faults exempt)."""
-
-    def __init__(self, app: ASGIApp, book: FaultBook) -> None:
-        self.app = app
-        self.book = book
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_faults"):
-            await self.app(scope, receive, send)
-            return
-        rule = self.book.match(scope["method"], scope["path"])
-        if rule is None:
-            await self.app(scope, receive, send)
-            return
-        await _MODES[rule.mode](self.app, rule, scope, receive, send)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [(b"content-type", content_type), *(extra or [])]
-    await _send_whole(send, status, headers, body)
-
-
-async def _send_whole(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> None:
-    headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _capture(
-    app: ASGIApp, scope: Scope, receive: Receive
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Run the app and keep its whole response, so a fault can rewrite it."""
-    status = 500
-    headers: list[tuple[bytes, bytes]] = []
-    chunks: list[bytes] = []
-
-    async def keep(message: Message) -> None:
-        nonlocal status, headers
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            headers = list(message.get("headers", []))
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, keep)
-    return status, headers, b"".join(chunks)
-
-
-async def _read_request(receive: Receive) -> list[Message]:
-    messages = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return messages
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replay
-
-
-async def _disconnected_within(receive: Receive, seconds: float) -> bool:
-    """Whether the client goes away within `seconds` (the request body already read)."""
-    try:
-        async with asyncio.timeout(seconds):
-            while (await receive())["type"] != "http.disconnect":
-                pass
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _fault_500(app: ASGIApp, rule: FaultRule, scope: Scope, r: Receive, send: Send) -> None:
-    await _respond(send, 500, b"Internal Server Error", b"text/plain; charset=utf-8")
-
-
-async def _fault_429(app: ASGIApp, rule: FaultRule, scope: Scope, r: Receive, send: Send) -> None:
-    body = json.dumps({"detail": "Rate limit exceeded."}).encode()
-    retry_after = (b"retry-after", str(rule.retry_after).encode())
-    await _respond(send, 429, body, b"application/json", [retry_after])
-
-
-async def _fault_slow(
-    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
-) -> None:
-    request = await _read_request(receive)
-    # Stall, but stop as soon as the client gives up, so shutdown never waits on us.
-    if await _disconnected_within(receive, rule.seconds):
-        return
-    await app(scope, _replay(request, receive), send)
-
-
-def _transport_of(send: Send) -> asyncio.Transport | None:
-    # uvicorn's h11 protocol hands the app its bound `RequestResponseCycle.send`;
-    # its owner holds the connection's transport. Nothing in ASGI exposes it.
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport if isinstance(transport, asyncio.Transport) else None
-
-
-async def _fault_reset(
-    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
-) -> None:
-    transport = _transport_of(send)
-    if transport is None:
-        raise RuntimeError("the reset fault needs uvicorn's h11 protocol (http='h11')")
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # Linger 0: close() sends RST instead of FIN, a real "connection reset by peer".
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    # Let uvicorn see the connection gone, so it neither logs nor answers 500.
-    await _disconnected_within(receive, 2.0)
-
-
-async def _fault_garbage(
-    app: ASGIApp, rule: FaultRule, scope: Scope, r: Receive, send: Send
-) -> None:
-    body = b"<html><head><title>502 Bad Gateway</title></head><body>upstream said no</body></html>"
-    await _respond(send, 200, body, b"text/html")
-
-
-async def _fault_empty(app: ASGIApp, rule: FaultRule, scope: Scope, r: Receive, send: Send) -> None:
-    await _respond(send, 200, b'{"resources": [], "offset": 0}', b"application/json")
-
-
-async def _fault_truncated(
-    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
-) -> None:
-    status, headers, body = await _capture(app, scope, receive)
-    await _send_whole(send, status, headers, body[: len(body) // 2])
-
-
-async def _fault_wrong_types(
-    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
-) -> None:
-    status, headers, body = await _capture(app, scope, receive)
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        resources = data.get("resources")
-        target = resources[0] if isinstance(resources, list) and resources else data
-        if isinstance(target, dict):
-            target["name"] = 42
-        body = json.dumps(data).encode()
-    await _send_whole(send, status, headers, body)
-
-
-async def _fault_shift(
-    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
-) -> None:
-    # As if one deployment had been inserted at the front since the previous
-    # page: this page starts one record early, so that record repeats.
-    await _shifted(app, scope, receive, send, -1)
-
-
-async def _fault_drop(
-    app: ASGIApp, rule: FaultRule, scope: Scope, receive: Receive, send: Send
-) -> None:
-    # As if one deployment of an earlier page had been deleted since that page
-    # was read: this page starts one record late, so one record is never listed
-    # and nothing in the answer shows it (the hard case for a lister).
-    await _shifted(app, scope, receive, send, +1)
-
-
-async def _shifted(app: ASGIApp, scope: Scope, receive: Receive, send: Send, by: int) -> None:
-    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    offset = next((int(v) for k, v in query if k == "offset" and v.isdigit()), 0)
-    if offset > 0:
-        query = [(k, str(offset + by) if k == "offset" else v) for k, v in query]
-        scope = {**scope, "query_string": urlencode(query).encode("latin-1")}
-    status, headers, body = await _capture(app, scope, receive)
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("resources"), list):
-        data["offset"] = offset + len(data["resources"])
-        body = json.dumps(data).encode()
-    await _send_whole(send, status, headers, body)
-
-
-_MODES: dict[str, Apply] = {
-    "500": _fault_500,
-    "429": _fault_429,
-    "slow": _fault_slow,
-    "reset": _fault_reset,
-    "garbage": _fault_garbage,
-    "truncated": _fault_truncated,
-    "wrong-types": _fault_wrong_types,
-    "empty": _fault_empty,
-    "shift": _fault_shift,
-    "drop": _fault_drop,
-}
 
 
 def create_app(store: Store, api_key: str | None, *, faults: bool = False) -> ASGIApp:

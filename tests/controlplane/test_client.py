@@ -8,9 +8,10 @@ same client against the real local control plane on loopback.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -420,3 +421,176 @@ def test_post_is_retried_when_it_never_left() -> None:
 def test_client_repr_and_errors_carry_no_key() -> None:
     with client(Plane([])) as c:
         assert API_KEY not in repr(c)
+
+
+# --- bounds: every answer is outside input (README "Failure modes") ---------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_never_followed_and_names_where_it_points(status: int) -> None:
+    requests: list[httpx.Request] = []
+
+    def redirect(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(
+            status, headers={"Location": "http://user:pw@evil.example:8443/v2/x?token=abc"}
+        )
+
+    labels: list[str] = []
+    with pytest.raises(ControlPlaneError) as info:
+        listing(redirect, labels=labels)
+    text = str(info.value)
+    assert [str(r.url) for r in requests] == [f"{BASE}/v2/listeners/{LISTENER}"]  # once, here
+    assert labels == [str(status)]  # not retried
+    assert f"HTTP {status}, a redirect to http://evil.example:8443/v2/x" in text
+    assert "not followed" in text and "controlPlane.url" in text
+    for secret in ("user", "pw@", "token=abc", API_KEY):
+        assert secret not in text
+    assert not isinstance(info.value, ControlPlaneUnavailable)
+
+
+def test_a_relative_or_missing_location_is_named_too() -> None:
+    for location, shown in (("/login", f"{BASE.split('/api-host')[0]}/login"), (None, "nowhere")):
+        headers = {"Location": location} if location else {}
+
+        def redirect(request: httpx.Request, h: dict[str, str] = headers) -> httpx.Response:
+            return httpx.Response(302, headers=h)
+
+        with pytest.raises(ControlPlaneError, match=re.escape(shown)):
+            listing(redirect)
+
+
+def test_an_answer_announced_larger_than_the_cap_is_refused_unread() -> None:
+    def huge(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            read.append(True)
+            yield b"{}"
+
+        return httpx.Response(200, headers={"Content-Length": str(3 << 30)}, content=body())
+
+    read: list[bool] = []
+    with pytest.raises(ControlPlaneError, match=r"more than 1 MiB \(controlPlane\.maxResponseMb\)"):
+        listing(huge, max_response_mb=1)
+    assert read == []
+
+
+def test_an_endless_answer_is_cut_at_the_cap_while_it_streams() -> None:
+    sent = [0]
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            yield b'{"resources": ['
+            while True:
+                sent[0] += 64 << 10
+                yield b" " * (64 << 10)
+
+        return httpx.Response(200, content=body())
+
+    labels: list[str] = []
+    with pytest.raises(ControlPlaneError, match=r"GET .*/v2/listeners/.*more than 1 MiB") as info:
+        listing(endless, max_response_mb=1, labels=labels)
+    assert (1 << 20) <= sent[0] <= (1 << 20) + (128 << 10)  # read up to the cap, no further
+    assert labels == ["error"]  # refused at once: a retry would not shrink it
+    assert not isinstance(info.value, ControlPlaneUnavailable)
+
+
+def test_an_error_answer_is_read_only_as_far_as_its_detail() -> None:
+    def verbose(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=b'{"detail": "bad"}' + b" " * (64 << 20))
+
+    with client(verbose, max_response_mb=1) as c:
+        with pytest.raises(ControlPlaneError, match="HTTP 400"):
+            c.get_deployment(str(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_json_nested_too_deep_is_garbage_retried_then_unavailable(depth: int) -> None:
+    plane = Plane([record("a")])
+    deep = b"[" * depth + b"]" * depth
+    plane.page_hook = lambda _n, _o: httpx.Response(200, content=deep)
+    with pytest.raises(ControlPlaneUnavailable, match="nested too deeply") as info:
+        listing(plane)
+    assert "/v2/deployments?limit=100&offset=0 failed after 3 attempt(s)" in str(info.value)
+
+
+def test_an_error_body_nested_deep_still_gives_a_clean_error() -> None:
+    deep = b'{"detail":' * 100_000 + b"1" + b"}" * 100_000
+    with client(lambda _r: httpx.Response(422, content=deep)) as c:
+        with pytest.raises(ControlPlaneError, match="HTTP 422"):
+            c.get_deployment(str(uuid.uuid4()))
+
+
+def test_a_page_larger_than_the_limit_asked_for_is_refused() -> None:
+    records = [record(f"d{i}") for i in range(150)]
+    plane = Plane(records)
+    plane.page_hook = lambda _n, _o: httpx.Response(200, json={"resources": records, "offset": 150})
+    with pytest.raises(ControlPlaneError, match="has 150 records, more than the limit=100"):
+        listing(plane)
+    assert plane.page_requests == 1  # refused, not relisted or retried
+
+
+def test_a_listing_past_max_deployments_is_refused_counting_every_listener() -> None:
+    records = [record(f"d{i}") for i in range(150)] + [
+        record(f"theirs-{i}", listener_id=OTHER_LISTENER) for i in range(100)
+    ]
+    assert len(listing(Plane(records), max_deployments=250).deployments) == 150
+    with pytest.raises(ControlPlaneError, match=r"more than 249 deployment records") as info:
+        listing(Plane(records), max_deployments=249)
+    assert "controlPlane.maxDeployments" in str(info.value)
+
+
+def test_the_cycle_budget_ends_retries_and_the_confirmations_after_it() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    def slow_500(request: httpx.Request) -> httpx.Response:
+        if "/v2/listeners/" in request.url.path:
+            return httpx.Response(200, json=listener_doc())
+        now[0] += 4.0  # each attempt at a page takes 4 s of the budget
+        return httpx.Response(500, text="slow and failing")
+
+    settings = make_settings(BASE, API_KEY, LISTENER, timeout=5, cycle_timeout=6)
+    c = ControlPlaneClient.from_settings(
+        settings, transport=httpx.MockTransport(slow_500), sleep=sleep, clock=lambda: now[0]
+    )
+    with c:
+        with pytest.raises(ControlPlaneUnavailable) as info:
+            c.list_listener_deployments()
+        text = str(info.value)
+        assert "ran past controlPlane.cycleTimeout (6s) after 2 attempt(s)" in text, text
+        assert "last: HTTP 500" in text
+        assert len(sleeps) == 1  # no backoff past the budget
+        # The deletion confirmations of the same cycle share what is left: nothing.
+        with pytest.raises(ControlPlaneUnavailable, match="before it was sent"):
+            c.confirm_gone([str(uuid.uuid4())])
+        # A new listing starts a new budget.
+        with pytest.raises(ControlPlaneUnavailable, match="after 2 attempt"):
+            c.list_listener_deployments()
+
+
+def test_a_page_with_a_surrogate_escape_has_its_records_checked() -> None:
+    bad = record("bad", secrets=[{"name": "TOKEN", "value": "s3cr3t-\ud800"}])
+    page = {"resources": [record("good"), bad], "offset": 2}
+    plane = Plane([])
+    # ASCII JSON: the lone surrogate goes as its escape, valid JSON (the Plane's
+    # json= would refuse to encode it).
+    plane.page_hook = lambda _n, _o: httpx.Response(200, content=json.dumps(page).encode())
+    result = listing(plane)
+    [error] = result.invalid
+    assert "secrets[0].value is not valid Unicode" in str(error) and "s3cr3t" not in str(error)
+    assert [d.name for d in result.deployments] == ["good"]
+
+
+def test_the_deadline_is_installed_on_a_real_client() -> None:
+    """The per-request deadline reaches into httpcore (deadlines.py): if an
+    upgrade moves what it wraps, this fails before any trickle can hang a cycle."""
+    from bridge.controlplane.deadlines import Deadlines, install
+
+    with httpx.Client() as http:
+        assert install(http, Deadlines())
+    with httpx.Client(mounts={"https://": httpx.HTTPTransport()}) as http:
+        assert install(http, Deadlines())

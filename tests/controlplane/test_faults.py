@@ -49,8 +49,15 @@ class Faulty:
         r = httpx.delete(f"{self.server.url}/_faults", headers={"X-Api-Key": self.api_key})
         assert r.status_code == 204
 
-    def list(self, sleeps: list[float] | None = None, labels: list[str] | None = None) -> Listing:
-        settings = make_settings(self.server.url, self.api_key, self.listener_id, timeout=0.5)
+    def list(
+        self,
+        sleeps: list[float] | None = None,
+        labels: list[str] | None = None,
+        **overrides: Any,
+    ) -> Listing:
+        settings = make_settings(
+            self.server.url, self.api_key, self.listener_id, **{"timeout": 0.5, **overrides}
+        )
         with ControlPlaneClient.from_settings(
             settings,
             sleep=(sleeps if sleeps is not None else []).append,
@@ -203,3 +210,71 @@ def test_rules_count_and_clear(plane: Faulty) -> None:
         headers={"X-Api-Key": plane.api_key},
     )
     assert bad.status_code == 422
+
+
+# --- hostile answers: each read is bounded, the key goes nowhere else ----------------
+
+
+def test_a_trickled_answer_ends_at_the_request_deadline(plane: Faulty) -> None:
+    # A byte every 0.2 s: never a 0.5 s read timeout, so only the deadline on
+    # the whole request (connect to last byte) ends each attempt.
+    plane.arm({"path": "/v2/listeners", "mode": "trickle", "seconds": 0.2, "times": None})
+    labels: list[str] = []
+    with pytest.raises(ControlPlaneUnavailable) as info:
+        plane.list(labels=labels)
+    text = str(info.value)
+    assert "failed after 3 attempt(s)" in text and "no complete answer within 0.5s" in text
+    assert labels == ["error"] * 3
+    assert plane.rules()[0]["hits"] == 3
+
+
+@pytest.mark.parametrize(
+    ("rule", "where"),
+    [
+        ({"path": "/v2/deployments", "mode": "endless"}, "/v2/deployments?limit=100&offset=0"),
+        ({"path": "/v2/listeners", "mode": "oversized", "size": 2 << 30}, "/v2/listeners/"),
+    ],
+)
+def test_an_answer_past_the_byte_cap_is_refused_once(
+    plane: Faulty, rule: dict[str, Any], where: str
+) -> None:
+    plane.arm({**rule, "times": None})
+    with pytest.raises(ControlPlaneError) as info:
+        plane.list(max_response_mb=1)
+    assert where in str(info.value) and "more than 1 MiB" in str(info.value)
+    assert not isinstance(info.value, ControlPlaneUnavailable)
+    assert plane.rules()[0]["hits"] == 1  # not retried: it would not shrink
+
+
+def test_the_api_key_never_reaches_a_redirects_target(plane: Faulty) -> None:
+    from tests.gitservers import recording_server
+
+    with recording_server() as elsewhere:
+        plane.arm(
+            {
+                "path": "/v2/deployments",
+                "mode": "redirect",
+                "location": f"{elsewhere.url}v2/deployments?limit=100&offset=0",
+                "times": None,
+            }
+        )
+        with pytest.raises(ControlPlaneError) as info:
+            plane.list()
+        assert elsewhere.requests == []
+        assert not elsewhere.received(plane.api_key)
+    text = str(info.value)
+    assert f"a redirect to {elsewhere.url}v2/deployments;" in text and "not followed" in text
+    assert plane.api_key not in text
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"mode": "deep", "depth": 100_000}, "nested too deeply"),
+        ({"mode": "extra-records", "count": 1}, "has 101 records, more than the limit=100"),
+    ],
+)
+def test_a_malformed_page_is_no_listing(plane: Faulty, rule: dict[str, Any], expected: str) -> None:
+    plane.arm({"path": "/v2/deployments", "times": None, **rule})
+    with pytest.raises(ControlPlaneError, match=expected):
+        plane.list()

@@ -15,6 +15,7 @@ real bare remotes, the bridge as `python -m bridge run --listen`.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -59,8 +60,17 @@ class Loop:
         if self.proc.poll() is None:
             try:
                 self.peak_mb = max(self.peak_mb, peak_rss_mb(self.proc.pid))
-            except (AssertionError, OSError):
+            except (OSError, AssertionError):
                 return self.proc.poll() is None  # it exited between the two looks
+            if self.peak_mb >= POD_LIMIT_MB:
+                # What the kubelet would do (an OOM kill), and at once: a process
+                # growing at 250 MB/s must not take the test machine with it.
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"the bridge passed the pod's memory limit: peak RSS {self.peak_mb:.0f} MB "
+                    f"(limit {POD_LIMIT_MB} MB); killed"
+                )
             return True
         return False
 
@@ -153,6 +163,31 @@ class TwoTargets:
         loop = Loop(proc, log_path)
         self.loops.append(loop)
         return loop
+
+    def arm(self, *rules: Mapping[str, Any]) -> None:
+        """Fault rules on the world's control plane (`/_faults`, see
+        bridge.controlplane.faults.FaultRule). Sent as ASCII JSON, so a rule may
+        carry a lone surrogate (its `\\ud800` escape is valid JSON)."""
+        self._faults("POST", json.dumps({"rules": list(rules)}).encode())
+
+    def clear_faults(self) -> None:
+        self._faults("DELETE")
+
+    def fault_rules(self) -> list[dict[str, Any]]:
+        """The armed rules, each with how often it matched (`seen`) and fired (`hits`)."""
+        rules: list[dict[str, Any]] = json.loads(self._faults("GET"))["rules"]
+        return rules
+
+    def _faults(self, method: str, body: bytes | None = None) -> bytes:
+        request = urllib.request.Request(
+            f"{self.world.url}/_faults",
+            data=body,
+            method=method,
+            headers={"X-Api-Key": self.world.api_key, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: bytes = response.read()
+            return answer
 
     def change(self, namespace: str, image: str) -> None:
         """A new revision of the namespace's deployment, with this image."""
