@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from bridge.display import escape
 from bridge.errors import InvalidDeployment
+from bridge.observability.display import escape
 from bridge.redaction import Redacted
 from bridge.untrusted import MAX_DEPTH
 

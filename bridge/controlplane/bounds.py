@@ -21,7 +21,7 @@ import httpx
 
 from bridge.config import ControlPlaneSettings
 from bridge.controlplane.deadlines import Deadlines
-from bridge.display import escape
+from bridge.observability.display import escape
 
 ERROR_BODY = 64 << 10  # bytes of an error answer read: enough for its `detail`
 # A JSON text can hold a string UTF-8 cannot encode only as a surrogate escape
