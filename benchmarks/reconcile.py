@@ -157,7 +157,8 @@ def control_plane(bridge: Path, db: Path, api_key: str) -> Iterator[str]:
 
 def populate(bridge: Path, db: Path, api_key: str, n: int) -> tuple[str, list[str]]:
     """A control-plane database with one listener and N deployments; (listener id, ids)."""
-    from bridge.controlplane.client import ControlPlaneClient, deployment_request
+    from bridge.controlplane.admin import deployment_request
+    from bridge.controlplane.client import ControlPlaneClient
 
     with control_plane(bridge, db, api_key) as url:
         with ControlPlaneClient.admin(url, api_key, timeout=30) as admin:

@@ -117,7 +117,7 @@ def _make_keys(keys: Path) -> _Keys:
 def _create_deployments(admin: Any, listener_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Three deployments: support-agent with secrets, research-agent autoscaled,
     triage-agent in the other namespace. (support, research)."""
-    from bridge.controlplane.client import deployment_request
+    from bridge.controlplane.admin import deployment_request
 
     support = admin.create_deployment(
         deployment_request(

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from bridge.config import ControlPlaneSettings
-from bridge.controlplane.client import NO_LISTENER, ControlPlaneClient, deployment_request
+from bridge.controlplane.admin import NO_LISTENER, AdminClient, deployment_request
+from bridge.controlplane.client import ControlPlaneClient
 from bridge.controlplane.server import RunningServer, start_in_thread
 from bridge.redaction import Redacted
 
@@ -46,7 +47,7 @@ class Plane:
     server: RunningServer
     db: Path
     api_key: str
-    admin: ControlPlaneClient
+    admin: AdminClient
 
     @property
     def url(self) -> str:
@@ -69,7 +70,7 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
     db = tmp_path / "cp.db"
     server = start_in_thread(db=db, api_key=api_key)
     try:
-        with ControlPlaneClient.from_settings(make_settings(server.url, api_key)) as admin:
+        with AdminClient.from_settings(make_settings(server.url, api_key)) as admin:
             yield Plane(server, db, api_key, admin)
     finally:
         server.stop()

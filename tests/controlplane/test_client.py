@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.controlplane.admin import AdminClient
 from bridge.controlplane.client import ControlPlaneClient, Listing
 from bridge.errors import (
     AuthRefused,
@@ -106,9 +107,10 @@ def client(
     sleeps: list[float] | None = None,
     labels: list[str] | None = None,
     **settings: Any,
-) -> ControlPlaneClient:
+) -> AdminClient:
+    # The admin client: the listener's client and the admin helpers, on one transport.
     recorded = sleeps if sleeps is not None else []
-    return ControlPlaneClient.from_settings(
+    return AdminClient.from_settings(
         make_settings(BASE, API_KEY, LISTENER, **settings),
         transport=httpx.MockTransport(handler),
         on_response=labels.append if labels is not None else None,

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.controlplane.admin import AdminClient
 from bridge.controlplane.client import ControlPlaneClient, Listing
 from bridge.controlplane.server import RunningServer, start_in_thread
 from bridge.errors import ControlPlaneError, ControlPlaneUnavailable
@@ -73,7 +74,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
     server = start_in_thread(db=db, api_key=api_key, faults=True)
     try:
         settings = make_settings(server.url, api_key)
-        with ControlPlaneClient.from_settings(settings) as admin:
+        with AdminClient.from_settings(settings) as admin:
             listener = admin.create_listener("faulty", ["agents"])
             names = [f"agent-{i:03d}" for i in range(COUNT)]
             for name in names:

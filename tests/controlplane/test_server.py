@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.controlplane.admin import AdminClient
 from bridge.controlplane.client import ControlPlaneClient
 from bridge.controlplane.server import start_in_thread
 from bridge.errors import AuthRefused, ControlPlaneError, ListenerNotFound
@@ -325,7 +326,7 @@ def test_the_database_survives_a_restart(tmp_path: Path) -> None:
     key = "lsv2_pt_restart_key"
     server = start_in_thread(db=db, api_key=key)
     try:
-        with ControlPlaneClient.from_settings(make_settings(server.url, key)) as admin:
+        with AdminClient.from_settings(make_settings(server.url, key)) as admin:
             listener = admin.create_listener("c", ["agents"])
             dep = admin.create_deployment(deployment_body("kept", listener["id"]))
             admin.patch_deployment(dep["id"], {"source_revision_config": {"image_uri": "i:2"}})
@@ -338,7 +339,7 @@ def test_the_database_survives_a_restart(tmp_path: Path) -> None:
     try:
         assert again.url != "" and db.exists()
         settings = make_settings(again.url, key, listener["id"])
-        with ControlPlaneClient.from_settings(settings) as client:
+        with AdminClient.from_settings(settings) as client:
             assert client.get_deployment(dep["id"]) == before
             assert client.list_revisions(dep["id"]) == revisions
             [kept] = client.list_listener_deployments().deployments

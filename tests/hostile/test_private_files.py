@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.controlplane.client import ControlPlaneClient, deployment_request
+from bridge.controlplane.admin import deployment_request
+from bridge.controlplane.client import ControlPlaneClient
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import scenario
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bridge.controlplane.client import ControlPlaneClient, deployment_request
+from bridge.controlplane.admin import deployment_request
+from bridge.controlplane.client import ControlPlaneClient
 from bridge.controlplane.server import start_in_thread
 
 API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key

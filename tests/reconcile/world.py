@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Settings, load_settings
-from bridge.controlplane.client import deployment_request
+from bridge.controlplane.admin import deployment_request
 from bridge.formats.canonical_yaml import dumps
 from bridge.reconcile.outcomes import CycleReport
 from tests.sopstools import new_identity
