@@ -375,7 +375,7 @@ def control_plane() -> None:
 )
 def control_plane_serve(host: str, port: int, db: Path, api_key: str | None) -> None:
     """Serve the local control plane until interrupted."""
-    from bridge.controlplane.server import serve
+    from bridge.localplane.server import serve
 
     serve(host=host, port=port, db=db, api_key=api_key)
 

@@ -68,7 +68,7 @@ class _Keys:
 
 def run_demo(directory: Path) -> int:
     from bridge.controlplane.client import ControlPlaneClient
-    from bridge.controlplane.server import start_in_thread
+    from bridge.localplane.server import start_in_thread
 
     started = time.monotonic()
     directory = directory.resolve()

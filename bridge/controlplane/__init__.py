@@ -1,2 +1,5 @@
-"""The control plane: the httpx client (paging, retries, error translation) and
-the local control plane server that speaks the same `/v2` API."""
+"""The product's control-plane client: the listener's deployments, complete or
+not at all, every read bounded. The only package of the bridge that talks to
+the control plane (and, with bridge.forges and bridge.health, one of the few
+that imports httpx). The local control plane is bridge.localplane.
+"""

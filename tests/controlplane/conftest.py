@@ -14,7 +14,7 @@ import pytest
 from bridge.config import ControlPlaneSettings
 from bridge.controlplane.admin import NO_LISTENER, AdminClient, deployment_request
 from bridge.controlplane.client import ControlPlaneClient
-from bridge.controlplane.server import RunningServer, start_in_thread
+from bridge.localplane.server import RunningServer, start_in_thread
 from bridge.redaction import Redacted
 
 

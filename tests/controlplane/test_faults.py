@@ -19,8 +19,8 @@ import pytest
 
 from bridge.controlplane.admin import AdminClient
 from bridge.controlplane.client import ControlPlaneClient, Listing
-from bridge.controlplane.server import RunningServer, start_in_thread
 from bridge.errors import ControlPlaneError, ControlPlaneUnavailable
+from bridge.localplane.server import RunningServer, start_in_thread
 from tests.controlplane.conftest import deployment_body, make_settings
 
 COUNT = 205

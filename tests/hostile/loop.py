@@ -166,7 +166,7 @@ class TwoTargets:
 
     def arm(self, *rules: Mapping[str, Any]) -> None:
         """Fault rules on the world's control plane (`/_faults`, see
-        bridge.controlplane.faults.FaultRule). Sent as ASCII JSON, so a rule may
+        bridge.localplane.faults.FaultRule). Sent as ASCII JSON, so a rule may
         carry a lone surrogate (its `\\ud800` escape is valid JSON)."""
         self._faults("POST", json.dumps({"rules": list(rules)}).encode())
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bridge.controlplane.store import Store
+from bridge.localplane.store import Store
 from tests.hostile.loop import Loop, TwoTargets, assert_survived, two_targets
 from tests.reliability.test_hostile_data import raw_deployment
 

@@ -20,7 +20,7 @@ import yaml
 
 from bridge.controlplane.admin import deployment_request
 from bridge.controlplane.client import ControlPlaneClient
-from bridge.controlplane.server import start_in_thread
+from bridge.localplane.server import start_in_thread
 
 API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 

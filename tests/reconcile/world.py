@@ -175,7 +175,7 @@ def make_world(
 ) -> Iterator[World]:
     """`faults=True` serves `/_faults` (fault injection) on the control plane."""
     from bridge.controlplane.client import ControlPlaneClient
-    from bridge.controlplane.server import start_in_thread
+    from bridge.localplane.server import start_in_thread
 
     api_key = "lsv2_pt_" + secrets.token_hex(16)
     bridge_key = secrets.token_hex(32)

@@ -4,7 +4,7 @@ the bridge's working directory are walked), no shell ever runs it, each bad
 deployment gets its own error naming it (name and id), and the rest deploy.
 
 The local control plane validates some input itself, so the hostile records
-are written straight into its SQLite store (`bridge/controlplane/store.py`),
+are written straight into its SQLite store (`bridge/localplane/store.py`),
 as a buggy or compromised control plane would serve them.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from bridge.controlplane.server import LOCAL_TENANT_ID
-from bridge.controlplane.store import Store
+from bridge.localplane.api import LOCAL_TENANT_ID
+from bridge.localplane.store import Store
 from bridge.state import STATE_FILE
 from tests.leakscan import scan_repo
 from tests.reconcile.world import World, make_world

@@ -23,8 +23,8 @@ import pytest
 
 from bridge.controlplane.admin import AdminClient
 from bridge.controlplane.client import ControlPlaneClient
-from bridge.controlplane.server import start_in_thread
 from bridge.errors import AuthRefused, ControlPlaneError, ListenerNotFound
+from bridge.localplane.server import start_in_thread
 from tests.controlplane.conftest import Plane, deployment_body, make_settings
 
 DEPLOYMENT_FIELDS = {
@@ -373,7 +373,7 @@ def test_serve_blocks_prints_a_random_key_and_stops_on_sigint(tmp_path: Path) ->
     port = _free_port()
     db = tmp_path / "serve.db"
     code = (
-        "import sys; from pathlib import Path; from bridge.controlplane.server import serve; "
+        "import sys; from pathlib import Path; from bridge.localplane.server import serve; "
         f"serve('127.0.0.1', {port}, Path(sys.argv[1]), None)"
     )
     proc = subprocess.Popen(
