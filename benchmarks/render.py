@@ -39,12 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> None:
     from bridge.config import RenderSettings
     from bridge.formats import canonical_yaml
+    from bridge.formats.state import STATE_FILE
     from bridge.models import Listener, parse_deployment
     from bridge.redaction import Redacted
     from bridge.rendering import RenderContext
     from bridge.rendering.naming import folder_names
     from bridge.rendering.rendering import render_deployment
-    from bridge.state import STATE_FILE
     from bridge.validation import kustomize
     from bridge.validation import roots as validation
     from bridge.validation.folders import default_schema_dir

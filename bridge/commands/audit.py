@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bridge.approvals import (
+from bridge.config import Settings, Target
+from bridge.formats.approvals import (
     APPROVAL_FILE,
     APPROVAL_FOLDER,
     HELD_FILE,
@@ -40,8 +41,8 @@ from bridge.approvals import (
     parse_approval,
     safe_text,
 )
-from bridge.config import Settings, Target
 from bridge.formats.commits import ParsedCommit, parse
+from bridge.formats.state import STATE_FILE, DeploymentState
 from bridge.observability.display import escape
 from bridge.publishing.history import (
     CommitRecord,
@@ -50,7 +51,6 @@ from bridge.publishing.history import (
     read_file,
     read_history,
 )
-from bridge.state import STATE_FILE, DeploymentState
 
 AUDIT_SCHEMA = 1
 GOOD = {"G"}  # git's %G?: good signature from a valid key

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 from bridge.config import DNS_LABEL, Settings, Target
 from bridge.errors import ConfigError
 from bridge.formats import canonical_yaml
+from bridge.formats.state import STATE_FILE
 from bridge.observability.display import escape
-from bridge.state import STATE_FILE
 
 log = logging.getLogger("bridge.bootstrapping")
 

@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bridge.config import Settings, Target
+from bridge.formats.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 from bridge.observability.display import escape, table
-from bridge.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 
 
 def collect_status(settings: Settings) -> list[dict[str, Any]]:

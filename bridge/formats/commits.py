@@ -30,7 +30,7 @@ TRAILER_KEYS = (
     "Namespace",
     "Bridge-Version",
 )
-# Optional, after the others: only on approved deletions (see bridge.approvals).
+# Optional, after the others: only on approved deletions (see bridge.formats.approvals).
 APPROVED_BY = "Approved-By"
 _SUBJECT = re.compile(
     r"^(?P<kind>deploy|delete|restore|rekey)\((?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9-]+)\)"

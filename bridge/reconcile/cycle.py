@@ -30,6 +30,7 @@ from pathlib import PurePosixPath
 
 from bridge.config import Settings, Target
 from bridge.errors import BridgeError, unexpected
+from bridge.formats.state import MAX_STATE_BYTES
 from bridge.reconcile.existing import is_state_of
 from bridge.reconcile.listing import ListDeployments, Listing, read_listing, unmanaged_messages
 from bridge.reconcile.notices import Notices
@@ -37,7 +38,6 @@ from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult, invali
 from bridge.reconcile.planning import Planner, Validate
 from bridge.reconcile.plans import Publisher, TreeView
 from bridge.reconcile.stages import TargetStages
-from bridge.state import MAX_STATE_BYTES
 
 log = logging.getLogger("bridge.reconcile")
 

@@ -17,6 +17,7 @@ from bridge import RENDER_SCHEMA, __version__
 from bridge.config import Settings
 from bridge.errors import SecretsError
 from bridge.formats.objects import blob_id, quote_path
+from bridge.formats.state import STATE_FILE, DeploymentState
 from bridge.models import Deployment
 from bridge.observability.logs import deployment_extra
 from bridge.reconcile.existing import Existing
@@ -26,7 +27,6 @@ from bridge.reconcile.sealing import postgres_password, seal_secrets
 from bridge.redaction import Redacted
 from bridge.rendering import RenderContext
 from bridge.secrets.providers import Sealer
-from bridge.state import STATE_FILE, DeploymentState
 
 log = logging.getLogger("bridge.reconcile")
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
 from bridge.formats.objects import entry_kind, quote_path
+from bridge.formats.state import STATE_FILE
 from bridge.reconcile.plans import Plan, TreeView
-from bridge.state import STATE_FILE
 
 
 def describe(plan: Plan, view: TreeView, tree: Mapping[str, str]) -> None:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from bridge.errors import DeploymentError
 from bridge.formats.objects import entry_kind, quote_path
 from bridge.formats.paths import check_repo_path
+from bridge.formats.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 from bridge.models import Deployment
 from bridge.reconcile.plans import TreeView
 from bridge.reconcile.reading import shown, unread_why
-from bridge.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 from bridge.untrusted import UntrustedInput
 
 log = logging.getLogger("bridge.reconcile")

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from bridge.approvals import (
+from bridge.config import PolicySettings, Target
+from bridge.formats.approvals import (
     APPROVAL_KEY,
     HELD_FILE,
     MAX_APPROVAL_BYTES,
@@ -30,7 +31,6 @@ from bridge.approvals import (
     parse_approval,
     safe_text,
 )
-from bridge.config import PolicySettings, Target
 from bridge.reconcile.existing import Existing
 from bridge.reconcile.outcomes import Outcome
 from bridge.reconcile.plans import TreeView

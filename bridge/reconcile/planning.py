@@ -28,6 +28,7 @@ from bridge.errors import DeploymentError
 from bridge.faults import fault_point
 from bridge.formats.commits import CommitInfo
 from bridge.formats.objects import blob_id
+from bridge.formats.state import STATE_FILE, DeploymentState
 from bridge.models import Deployment, Listener
 from bridge.observability.logs import deployment_extra
 from bridge.reconcile.deployments import DeploymentPlanner
@@ -42,7 +43,6 @@ from bridge.reconcile.notices import Notices, OnEvent
 from bridge.reconcile.outcomes import Action, Outcome
 from bridge.reconcile.plans import Change, Plan, TreeView
 from bridge.rendering import RenderContext
-from bridge.state import STATE_FILE, DeploymentState
 
 log = logging.getLogger("bridge.reconcile")
 

@@ -6,7 +6,7 @@ commit that last changed them, so an operator can find and fix them.
 
 from __future__ import annotations
 
-from bridge.approvals import safe_text
+from bridge.formats.approvals import safe_text
 from bridge.formats.objects import entry_kind, quote_path
 from bridge.reconcile.plans import TreeView
 from bridge.untrusted import UntrustedInput

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from bridge.config import SecretsSettings
 from bridge.errors import SecretsError
+from bridge.formats.state import SecretRecord
 from bridge.models import Deployment, SecretPlan
 from bridge.reconcile.existing import Existing
 from bridge.reconcile.plans import TreeView
 from bridge.redaction import Redacted
 from bridge.secrets.providers import Sealer
-from bridge.state import SecretRecord
 
 ESCROW_POSTGRES = "postgres-password"
 SECRET_MAX_BYTES = 1024 * 1024  # Kubernetes' limit on a Secret's data

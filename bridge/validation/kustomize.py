@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from bridge.state import STATE_FILE
+from bridge.formats.state import STATE_FILE
 
 CHUNK = 16
 

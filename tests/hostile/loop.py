@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.state import STATE_FILE
+from bridge.formats.state import STATE_FILE
 from tests.gitservers import GIT_ENV, git
 from tests.leakscan import scan_repo, scan_text
 from tests.reconcile.world import World, make_world

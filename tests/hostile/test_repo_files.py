@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bridge.state import STATE_FILE
+from bridge.formats.state import STATE_FILE
 from tests.hostile.loop import TwoTargets, assert_survived, two_targets
 from tests.reliability.harness import commits, head
 

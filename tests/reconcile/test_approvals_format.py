@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.approvals import (
+from bridge.formats.approvals import (
     MAX_APPROVAL_BYTES,
     MAX_HELD_BYTES,
     MAX_HELD_IDS,

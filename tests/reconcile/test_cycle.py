@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bridge.formats.commits import TRAILER_KEYS, parse
-from bridge.state import STATE_FILE
+from bridge.formats.state import STATE_FILE
 from tests.leakscan import scan_repo
 from tests.reconcile.world import World, git, make_world
 

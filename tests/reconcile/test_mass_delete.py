@@ -30,11 +30,11 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from bridge.approvals import APPROVAL_FILE, HELD_FILE, parse_approval
 from bridge.commands.audit import run_audit
 from bridge.commands.status import format_held, held_deletions
 from bridge.commands.statusfile import read_status, write_status
 from bridge.commands.wiring import make_reconciler
+from bridge.formats.approvals import APPROVAL_FILE, HELD_FILE, parse_approval
 from bridge.formats.commits import TRAILER_KEYS, parse
 from bridge.observability.metrics import Metrics
 from bridge.reconcile.outcomes import CycleReport

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.state import STATE_FILE
+from bridge.formats.state import STATE_FILE
 from tests.reconcile.world import World, git, make_world
 
 NS = "test-cluster/agents"

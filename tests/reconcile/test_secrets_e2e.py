@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from bridge.formats.commits import parse
-from bridge.state import STATE_FILE, DeploymentState
+from bridge.formats.state import STATE_FILE, DeploymentState
 from bridge.validation.folders import default_schema_dir
 from bridge.validation.schemas import validate_document
 from tests.leakscan import scan_repo, scan_text

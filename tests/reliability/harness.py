@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge.formats.canonical_yaml import dumps
 from bridge.formats.commits import parse
-from bridge.state import STATE_FILE
+from bridge.formats.state import STATE_FILE
 from tests.gitservers import git
 from tests.reconcile.world import World
 

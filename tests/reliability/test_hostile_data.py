@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from bridge.formats.state import STATE_FILE
 from bridge.localplane.api import LOCAL_TENANT_ID
 from bridge.localplane.store import Store
-from bridge.state import STATE_FILE
 from tests.leakscan import scan_repo
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import (

@@ -31,13 +31,13 @@ from typing import Any
 import pytest
 
 from bridge.errors import ConfigError
+from bridge.formats.state import STATE_FILE
 from bridge.models import parse_deployment
 from bridge.redaction import Redacted
 from bridge.rendering.naming import folder_name
 from bridge.rendering.rendering import render_deployment
 from bridge.secrets.sealed import SealedSecretsSealer
 from bridge.secrets.sops import SopsSealer
-from bridge.state import STATE_FILE
 from bridge.validation import libkustomize
 from bridge.validation import roots as validation
 from bridge.validation.folders import default_schema_dir

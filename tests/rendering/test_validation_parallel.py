@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from bridge.config import RenderSettings
+from bridge.formats.state import STATE_FILE
 from bridge.models import Listener, parse_deployment
 from bridge.rendering import RenderContext
 from bridge.rendering.naming import folder_names
 from bridge.rendering.rendering import render_deployment
-from bridge.state import STATE_FILE
 from bridge.validation import roots as validation
 from bridge.validation.folders import default_schema_dir
 from bridge.validation.kustomize import build_roots

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.state import MAX_STATE_BYTES, DeploymentState, SecretRecord
+from bridge.formats.state import MAX_STATE_BYTES, DeploymentState, SecretRecord
 from bridge.untrusted import UntrustedInput
 
 pytestmark = pytest.mark.quick

@@ -9,7 +9,7 @@ namespace folder (`<path>/<cluster>/<namespace>/.gitops-bridge/approve-delete`):
 
 The next cycle deletes exactly the listed ids that are held and still
 confirmed gone, and removes the file in the same commit. This module only
-knows the path and the format; reading git and deciding is the reconciler's.
+knows the path and the format; deciding is the guard's (bridge.reconcile.guard).
 
 The name has no manifest extension on purpose (SPEC §5): Argo CD's directory
 apps read `*.yaml, *.yml, *.json, *.jsonnet` and Flux generates a
