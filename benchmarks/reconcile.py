@@ -157,15 +157,14 @@ def control_plane(bridge: Path, db: Path, api_key: str) -> Iterator[str]:
 
 def populate(bridge: Path, db: Path, api_key: str, n: int) -> tuple[str, list[str]]:
     """A control-plane database with one listener and N deployments; (listener id, ids)."""
-    from bridge.controlplane.admin import deployment_request
-    from bridge.controlplane.client import ControlPlaneClient
+    from bridge.controlplane.admin import AdminClient, deployment_request
 
     with control_plane(bridge, db, api_key) as url:
-        with ControlPlaneClient.admin(url, api_key, timeout=30) as admin:
+        with AdminClient.connect(url, api_key, timeout=30) as admin:
             listener_id = str(admin.create_listener("bench-cluster", NAMESPACES)["id"])
 
         def create(chunk: range) -> list[str]:
-            with ControlPlaneClient.admin(url, api_key, timeout=30) as admin:
+            with AdminClient.connect(url, api_key, timeout=30) as admin:
                 return [
                     str(
                         admin.create_deployment(
@@ -394,9 +393,9 @@ class Loop:
 
 
 def new_revision(url: str, api_key: str, ids: list[str], tag: str) -> None:
-    from bridge.controlplane.client import ControlPlaneClient
+    from bridge.controlplane.admin import AdminClient
 
-    with ControlPlaneClient.admin(url, api_key, timeout=30) as admin:
+    with AdminClient.connect(url, api_key, timeout=30) as admin:
         for dep_id in ids:
             image = admin.get_deployment(dep_id)["source_revision_config"]["image_uri"]
             admin.patch_deployment(

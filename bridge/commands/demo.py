@@ -67,7 +67,7 @@ class _Keys:
 
 
 def run_demo(directory: Path) -> int:
-    from bridge.controlplane.client import ControlPlaneClient
+    from bridge.controlplane.admin import AdminClient
     from bridge.localplane.server import start_in_thread
 
     started = time.monotonic()
@@ -76,7 +76,7 @@ def run_demo(directory: Path) -> int:
     keys = _make_keys(directory / "keys")
     server = start_in_thread(db=directory / "control-plane.db", api_key=keys.api_key)
     try:
-        with ControlPlaneClient.admin(server.url, keys.api_key) as admin:
+        with AdminClient.connect(server.url, keys.api_key) as admin:
             listener_id = admin.create_listener("demo-cluster", list(NAMESPACES))["id"]
             support, research = _create_deployments(admin, listener_id)
             config_file = _write_config(directory, server.url, listener_id, keys.recipient)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bridge.config import ControlPlaneSettings
 from bridge.controlplane.client import MAX_PAGES, PAGE_SIZE, ControlPlaneClient
 from bridge.errors import (
     ControlPlaneError,
 )
+from bridge.redaction import Redacted
 
 log = logging.getLogger("bridge.controlplane")
 
@@ -39,6 +41,20 @@ def deployment_request(
 
 class AdminClient(ControlPlaneClient):
     """A client that creates and changes listeners and deployments (not the bridge's own)."""
+
+    @classmethod
+    def connect(cls, url: str, api_key: str, *, timeout: float = 10.0) -> AdminClient:
+        """A client for the admin helpers (demo, tests): creates listeners and
+        deployments, lists nothing of its own."""
+        return cls.from_settings(
+            ControlPlaneSettings(
+                url=url,
+                api_key_env="LANGSMITH_API_KEY",
+                api_key=Redacted(api_key),
+                listener_id=NO_LISTENER,
+                timeout=timeout,
+            )
+        )
 
     def create_listener(self, compute_id: str, namespaces: list[str]) -> dict[str, Any]:
         body = {

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -55,10 +55,6 @@ from bridge.models import (
     parse_deployment,
     parse_listener,
 )
-from bridge.redaction import Redacted
-
-if TYPE_CHECKING:
-    from bridge.controlplane.admin import AdminClient
 
 log = logging.getLogger("bridge.controlplane")
 
@@ -85,22 +81,6 @@ class ControlPlaneClient(Requests):
     def __init__(self, http: httpx.Client, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
         self._pager: ThreadPoolExecutor | None = None  # reads the next page ahead
-
-    @classmethod
-    def admin(cls, url: str, api_key: str, *, timeout: float = 10.0) -> AdminClient:
-        """A client for the admin helpers (demo, tests): creates listeners and deployments,
-        lists nothing of its own."""
-        from bridge.controlplane.admin import NO_LISTENER, AdminClient
-
-        return AdminClient.from_settings(
-            ControlPlaneSettings(
-                url=url,
-                api_key_env="LANGSMITH_API_KEY",
-                api_key=Redacted(api_key),
-                listener_id=NO_LISTENER,
-                timeout=timeout,
-            )
-        )
 
     @classmethod
     def from_settings(

@@ -6,12 +6,43 @@ sizes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from bridge.models import Deployment
+from bridge.rendering import RenderContext
 from bridge.rendering.templates import WAVE_EDGE, template
 
-if TYPE_CHECKING:
-    from bridge.rendering.rendering import Sizes, _Renderer
+
+@dataclass(frozen=True)
+class Sizes:
+    replicas_min: int
+    replicas_max: int
+    cpu: float
+    cpu_limit: float
+    memory_mb: int
+    memory_limit_mb: int
+
+
+class _Renderer(Protocol):
+    """What the edge objects need of a deployment's renderer (rendering._Renderer)."""
+
+    dep: Deployment
+    ctx: RenderContext
+    name: str
+    own_postgres: bool
+    d: dict[str, Any]
+
+    @property
+    def queue(self) -> str: ...
+
+    def app_sizes(self, queue: bool) -> Sizes: ...
+
+    def metadata(
+        self, name: str, component: str | None, wave: str, extra: dict[str, str] | None = None
+    ) -> dict[str, Any]: ...
+
+    def selector(self, component: str) -> dict[str, str]: ...
 
 
 def scaled_object(

@@ -22,6 +22,7 @@ from bridge.models import Deployment, FrozenDict, ResourceSpec, SecretPlan, thaw
 from bridge.redaction import Redacted
 from bridge.rendering import RenderContext, edges
 from bridge.rendering.checks import check_deployment
+from bridge.rendering.edges import Sizes
 from bridge.rendering.templates import (
     SYNC_WAVE,
     WAVE_APP,
@@ -44,16 +45,6 @@ POSTGRES_FILE = "secret-postgres.yaml"
 class Rendered:
     files: dict[str, bytes]  # plain manifests + kustomization.yaml
     secrets: tuple[SecretPlan, ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True)
-class Sizes:
-    replicas_min: int
-    replicas_max: int
-    cpu: float
-    cpu_limit: float
-    memory_mb: int
-    memory_limit_mb: int
 
 
 # --- entry points ---------------------------------------------------------------

@@ -22,8 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.controlplane.admin import deployment_request
-from bridge.controlplane.client import ControlPlaneClient
+from bridge.controlplane.admin import AdminClient, deployment_request
 from tests.reconcile.world import World, make_world
 from tests.reliability.harness import scenario
 
@@ -100,7 +99,7 @@ def test_the_control_plane_database_is_private(tmp_path: Path) -> None:
     port = free_port()
     proc = serve_control_plane(db, port, api_key)
     try:
-        with ControlPlaneClient.admin(f"http://127.0.0.1:{port}", api_key) as admin:
+        with AdminClient.connect(f"http://127.0.0.1:{port}", api_key) as admin:
             listener = admin.create_listener("c1", ["agents"])
             admin.create_deployment(
                 deployment_request(

@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bridge.controlplane.admin import deployment_request
-from bridge.controlplane.client import ControlPlaneClient
+from bridge.controlplane.admin import AdminClient, deployment_request
 from bridge.localplane.server import start_in_thread
 
 API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
@@ -54,7 +53,7 @@ def test_endpoints_during_run(tmp_path: Path) -> None:
     server = start_in_thread(db=tmp_path / "cp.db", api_key=API_KEY, faults=True)
     proc = None
     try:
-        with ControlPlaneClient.admin(server.url, API_KEY) as admin:
+        with AdminClient.connect(server.url, API_KEY) as admin:
             listener = admin.create_listener("c1", ["agents"])
             admin.create_deployment(
                 deployment_request("alpha", listener["id"], "agents", "registry.example.com/a:1")

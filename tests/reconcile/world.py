@@ -174,7 +174,7 @@ def make_world(
     root: Path, namespaces: tuple[str, ...] = ("agents", "staging"), *, faults: bool = False
 ) -> Iterator[World]:
     """`faults=True` serves `/_faults` (fault injection) on the control plane."""
-    from bridge.controlplane.client import ControlPlaneClient
+    from bridge.controlplane.admin import AdminClient
     from bridge.localplane.server import start_in_thread
 
     api_key = "lsv2_pt_" + secrets.token_hex(16)
@@ -185,7 +185,7 @@ def make_world(
     key_file.chmod(0o600)
     server = start_in_thread(db=root / "cp.db", api_key=api_key, faults=faults)
     try:
-        with ControlPlaneClient.admin(server.url, api_key, timeout=5) as admin:
+        with AdminClient.connect(server.url, api_key, timeout=5) as admin:
             listener = admin.create_listener("test-cluster", list(namespaces))
             world = World(
                 root=root,
