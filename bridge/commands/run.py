@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import signal
-import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
@@ -67,10 +67,19 @@ def summarize(report: CycleReport) -> str:
 
 
 class Stopper:
-    """SIGTERM/SIGINT finish the current step, then the loop exits cleanly."""
+    """SIGTERM/SIGINT: the current cycle finishes, then the loop exits cleanly.
+
+    The handler takes no lock. It runs in the main thread between two bytecodes,
+    possibly while that thread holds one: `threading.Event.set()` there
+    deadlocked against the `Event.wait()` it had interrupted (seen: a pod that
+    never stopped until SIGKILL), and logging takes the scrub filter's lock. It
+    only sets a flag and writes a byte to a pipe, both safe in a handler;
+    `wait()` sleeps in select() on that pipe, which the byte wakes."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.signal: int | None = None
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -78,12 +87,27 @@ class Stopper:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s; finishing the current step", signal.Signals(signum).name)
-        self.event.set()
+        self.signal = signum
+        try:
+            os.write(self._write, b"\0")
+        except OSError:
+            pass  # the pipe is full: a byte is waiting already
+
+    def is_set(self) -> bool:
+        return self.signal is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds or until a signal came; whether one came."""
+        if self.signal is None:
+            select.select([self._read], [], [], timeout)
+        return self.signal is not None
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
+        for fd in (self._read, self._write):
+            os.close(fd)
 
 
 # Unexpected failures of whole cycles back off: 2, 4, 8 ... poll intervals, at most this.
@@ -135,7 +159,9 @@ def run_loop(
                 if cycle.control_plane_error is not None:
                     raise cycle.control_plane_error
                 return code
-            if stopper.event.is_set() or stopper.event.wait(cycle.next_wait()):
+            if stopper.is_set() or stopper.wait(cycle.next_wait()):
+                assert stopper.signal is not None
+                log.info("received %s; exiting", signal.Signals(stopper.signal).name)
                 return 0
     finally:
         stopper.restore()
