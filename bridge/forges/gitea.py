@@ -212,16 +212,20 @@ class GiteaForge(ForgeClient):
 
     def add_assignees(self, number: int, users: Sequence[str]) -> tuple[str, ...]:
         wanted = names(users)
+        if self._assign(number, wanted):
+            return ()
+        # One unknown user fails the whole edit (422), and an edit replaces the set:
+        # grow the set one user at a time to keep everyone who can be assigned.
+        kept: list[str] = []
+        for user in wanted:
+            if self._assign(number, [*kept, user]):
+                kept.append(user)
+        return tuple(user for user in wanted if user not in kept)
+
+    def _assign(self, number: int, users: list[str]) -> bool:
         path = f"{self._base}/pulls/{number}"
-        reply = self.http.call("PATCH", path, json={"assignees": wanted}, write=True, accept=(422,))
-        if reply.status == 422:
-            return tuple(wanted)  # an unknown user fails the whole edit
-
-        def assigned(data: Any) -> set[str]:
-            return {(login(u) or "").lower() for u in items_of(obj(data).get("assignees") or [])}
-
-        got = self.parsed(f"PATCH {path}", assigned, reply.data)
-        return tuple(user for user in wanted if user.lower() not in got)
+        reply = self.http.call("PATCH", path, json={"assignees": users}, write=True, accept=(422,))
+        return reply.status < 300
 
     def request_reviewers(self, number: int, reviewers: Sequence[str]) -> tuple[str, ...]:
         wanted = names(reviewers)
