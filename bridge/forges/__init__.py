@@ -46,7 +46,7 @@ from bridge.forges.forge import Forge, ForgeClient
 from bridge.forges.gitea import GiteaForge
 from bridge.forges.github import GitHubForge, graphql_url
 from bridge.forges.gitlab import GitLabForge
-from bridge.forges.http import AuthStyle, ForgeHttp
+from bridge.forges.http import DEADLINE, AuthStyle, ForgeHttp
 from bridge.forges.limits import Clock, ForgeHosts, SystemClock, WriteBudget
 from bridge.forges.models import (
     FORGES,
@@ -203,11 +203,14 @@ def open_forge(
     api_url: str | None = None,
     transport: httpx.BaseTransport | None = None,
     timeout: float = 10.0,
+    deadline: float = DEADLINE,
     max_wait: float = 120.0,
     jitter: Callable[[], float] = random.random,
 ) -> ForgeClient:
     """A client for the repository at `repo_url` on a `kind` forge. Writes share
-    `hosts`' budget for the API's host with every other client made from it."""
+    `hosts`' budget for the API's host with every other client made from it.
+    `timeout`: per connect/read; `deadline`: for a whole exchange; `max_wait`: the
+    longest a call sleeps for rate limits before it raises ForgeRateLimited."""
     if kind not in FORGES:
         raise ConfigError(f"unknown forge {kind!r}; one of {', '.join(FORGES)}")
     api = (api_url or default_api_url(kind, repo_url)).rstrip("/")
@@ -227,6 +230,7 @@ def open_forge(
         clock=hosts.clock,
         transport=transport,
         timeout=timeout,
+        deadline=deadline,
         max_wait=max_wait,
         jitter=jitter,
         headers=headers if kind == "github" else None,
