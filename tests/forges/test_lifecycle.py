@@ -168,3 +168,16 @@ def test_commit_statuses(site: Site) -> None:
     assert found["flux/agents"] is StatusState.PENDING
     if site.kind == "github":
         assert found["kubeconform"] is StatusState.FAILURE
+
+
+def test_head_branch_deleted_after_merge(site: Site) -> None:
+    """A forge that deletes the head branch on merge: the merged pull request is
+    still found and read (with its last head sha), and nothing is open."""
+    forge = site.client()
+    pull = forge.open_pull(new_pull()).pull
+    site.state.merge(pull.number, method="squash", delete_branch=True)
+    assert site.state.branch_sha(HEAD) is None
+    lookup = forge.find_pull(HEAD, BASE)
+    assert lookup.open is None and lookup.last_closed is not None
+    assert lookup.last_closed.state is PullState.MERGED
+    assert lookup.last_closed.head_sha == pull.head_sha
