@@ -329,3 +329,51 @@ def test_argocd_deployed_twice_is_one_observation() -> None:
 def test_outcomes_are_bounded_labels() -> None:
     labels = {HookResult(s, "").outcome for s in (200, 202, 400, 401, 413, 418)}
     assert labels <= {"duplicate", "ignored", "malformed", "unauthorized", "too_large"}
+
+
+# --- a hostile sequence, then the honest event still counts ------------------------------
+
+
+def test_after_every_attack_the_next_honest_event_counts(repo: Path) -> None:
+    c1 = commit_files(repo, {"prod/agents/a/k.yaml": "a: 1\n"}, "a")
+    hook, store = FluxWebhook(Redacted(SECRET)), ObservationStore()
+    honest = flux_body(c1, when="2026-05-01T10:00:00Z")
+    attacks = [
+        ({"x-signature": "sha256=" + "0" * 64}, honest),  # wrong signature
+        (signed(honest, key="guessed-secret-0123"), honest),  # another key
+        ({}, honest),  # unsigned
+        (signed(b"x" * (10 * 1024 * 1024)), b"x" * (10 * 1024 * 1024)),  # 10 MB
+        (signed(b'{"involvedObject": []}'), b'{"involvedObject": []}'),  # malformed
+    ]
+    for headers, body in attacks:
+        assert deliver(hook.handle(headers, body), store).status in (400, 401, 413)
+        assert len(store) == 0  # nothing changed
+    assert deliver(hook.handle(signed(honest), honest), store).status == 202
+    # The attacker replays the honest body later: nothing moves.
+    assert deliver(hook.handle(signed(honest), honest), store).status == 200
+    [obs] = store.snapshot()
+    a = DeploymentFolder("id-a", "agents", REMOTE, "main", "prod/agents/a", commit=c1)
+    assert assess(a, store.snapshot(), GitTreeReader(repo)).sync == "synced"
+    assert obs.applied == c1
+
+
+def test_signed_garbage_never_raises() -> None:
+    import random
+
+    hook = FluxWebhook(Redacted(SECRET))
+    argo = ArgoCDNotificationsWebhook(Redacted(TOKEN))
+    base = flux_body("a" * 40)
+    app = json.dumps(application()).encode()
+    rng = random.Random(23)
+    for _ in range(400):
+        for body, handle in (
+            (base, lambda b: hook.handle(signed(b), b)),
+            (app, lambda b: argo.handle({"authorization": f"Bearer {TOKEN}"}, b)),
+        ):
+            data = bytearray(body)
+            for _ in range(rng.randint(1, 6)):
+                pos = rng.randrange(len(data))
+                data[pos : pos + rng.randint(0, 3)] = bytes(
+                    rng.choice(b'{}[]":,0a\\ \x00\xff') for _ in range(rng.randint(0, 3))
+                )
+            assert handle(bytes(data)).status in (202, 400)
