@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -135,6 +136,7 @@ class ArgoCDClient:
         self._max_apps = max_apps
         self._max_line = max_line_bytes
         self._clock = clock
+        self._streaming: httpx.Response | None = None  # the open stream, for interrupt()
 
     @classmethod
     def from_settings(
@@ -234,6 +236,7 @@ class ArgoCDClient:
             response,
             url,
         ):
+            self._streaming = response
             try:
                 for line in self._lines(response, url):
                     try:
@@ -248,6 +251,20 @@ class ArgoCDClient:
                         log.warning("Argo CD stream: %s; skipped", e)
             except httpx.ReadTimeout:
                 return
+            finally:
+                self._streaming = None
+
+    def interrupt(self) -> None:
+        """End a stream blocked in a read, from another thread: shut its socket
+        down (closing the pool does not wake a blocked recv everywhere)."""
+        response = self._streaming
+        stream = response.extensions.get("network_stream") if response is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: nothing to wake
 
     def _lines(self, response: httpx.Response, url: str) -> Iterator[bytes]:
         pending = bytearray()
@@ -357,6 +374,8 @@ class StreamFollower:
                 self._on_listing(self.client.list_applications())
                 self.connections += 1
                 self._on_reachable(True, "")
+                if self.stop.is_set():
+                    return
                 for event in self.client.stream(idle_timeout=self._idle):
                     failures = 0  # it delivered: the next failure starts the backoff again
                     self._on_event(event)
@@ -364,6 +383,8 @@ class StreamFollower:
                         return
                 delay = 0.0
             except HealthSourceError as e:
+                if self.stop.is_set():
+                    return  # the error is our own interrupt()
                 failures += 1
                 self._on_reachable(False, str(e))
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1))

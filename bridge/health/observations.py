@@ -93,6 +93,19 @@ class ObservationStore:
                 del self._kept[key]
             return len(gone)
 
+    def drop(self, source: str, app_key: str) -> int:
+        """Drop one object of `source` (with its per-source `#i` parts): an
+        Application the stream says was DELETED."""
+        with self._lock:
+            gone = [
+                k
+                for k in self._kept
+                if k[0] == source and (k[1] == app_key or k[1].startswith(app_key + "#"))
+            ]
+            for key in gone:
+                del self._kept[key]
+            return len(gone)
+
     def snapshot(self) -> list[Observation]:
         with self._lock:
             return list(self._kept.values())

@@ -49,16 +49,17 @@ class HookResult:
     observations: tuple[Observation, ...] = ()
     event: FluxEvent | Application | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    recorded: str = ""  # set by `deliver`: duplicate or stale
 
     @property
     def outcome(self) -> str:
         """A bounded label for /metrics: accepted, duplicate, stale, ignored,
         unauthorized, too_large, malformed."""
-        return (
-            _OUTCOMES.get(self.status, "malformed")
-            if self.status != 202
-            else ("accepted" if self.observations else "ignored")
-        )
+        if self.recorded:
+            return self.recorded
+        if self.status == 202:
+            return "accepted" if self.observations else "ignored"
+        return _OUTCOMES.get(self.status, "malformed")
 
 
 _OUTCOMES = {200: "duplicate", 401: "unauthorized", 413: "too_large", 400: "malformed"}
@@ -178,8 +179,14 @@ def deliver(result: HookResult, store: ObservationStore) -> HookResult:
     outcomes = [store.record(o) for o in result.observations]
     if "new" in outcomes:
         return result
-    kind = "stale (older than what is known)" if "stale" in outcomes else "duplicate"
-    return replace(result, status=200, message=f"{kind}; nothing changed")
+    stale = "stale" in outcomes
+    kind = "stale (older than what is known)" if stale else "duplicate"
+    return replace(
+        result,
+        status=200,
+        message=f"{kind}; nothing changed",
+        recorded="stale" if stale else "duplicate",
+    )
 
 
 # --- Argo CD notifications: what the README tells users to configure ---------------
