@@ -16,6 +16,8 @@ already expose. This package owns that reading and what it means:
   per deployment `health: {sync, status, since, commit, source}`.
 - `road.RoadStore`: first-seen time of each stage of each revision, on disk.
 - `metrics.HealthMetrics`: the series `/metrics` adds, on the bridge's registry.
+- `sources`: the glue `run` starts: `ArgoCDPoller`, `ArgoCDStreamer`, and
+  `webhook_routes()` for the `--listen` server.
 
 Layering: may import httpx (the Argo CD client only), bridge.errors,
 bridge.redaction, bridge.untrusted and the standard library; never git,

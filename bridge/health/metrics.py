@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge.health.road import Road, Stage
 from bridge.health.rules import STATUSES, SYNCS, Status, Sync
 
 MAX_DEPLOYMENT_SERIES = 2000  # as bridge/metrics.py
 SOURCES = ("argocd", "argocd-notifications", "flux")
 TIMED_STAGES = ("commit", "sync", "healthy")
+# The road store's stage names -> the histogram's `stage` label.
+ROAD_STAGES: dict[Stage, str] = {"committed": "commit", "synced": "sync", "healthy": "healthy"}
 WEBHOOK_OUTCOMES = (
     "accepted",
     "duplicate",
@@ -143,6 +146,13 @@ class HealthMetrics:
         """Observe once, when the road store says a stage was reached the first time."""
         if stage in TIMED_STAGES and seconds is not None:
             self.stage_seconds.labels(target=target, stage=stage).observe(seconds)
+
+    def road_stage_reached(self, target: str, stage: Stage, road: Road) -> None:
+        """`stage_reached` for a RoadStore stage (`committed`, `synced`, `healthy`),
+        timed from the revision's creation; other stages are not histogrammed."""
+        label = ROAD_STAGES.get(stage)
+        if label is not None:
+            self.stage_reached(target, label, road.seconds(stage))
 
     # -- per deployment ---------------------------------------------------------
 

@@ -147,6 +147,15 @@ def test_stages_sources_and_webhooks() -> None:
         )
         is None
     )
+    from bridge.health.road import Road
+
+    road = Road("d", "r", {"created": COMMITTED, "synced": COMMITTED.replace(minute=2)})
+    m.road_stage_reached("agents", "synced", road)
+    m.road_stage_reached("agents", "pushed", road)
+    assert (
+        sample(registry, "gitops_bridge_revision_stage_seconds_sum", target="agents", stage="sync")
+        == 120
+    )
     m.source_read("argocd", True, when=1000.0)
     m.source_read("argocd", False)
     assert sample(registry, "gitops_bridge_health_source_up", source="argocd") == 0
