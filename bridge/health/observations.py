@@ -59,11 +59,15 @@ class ObservationStore:
                 self._checked.add(key)
             obs = self._complete(observation, kept)
             if kept is not None and _same(obs, kept):
+                # The latest time it was said orders what comes next; `since` stays.
+                self._kept[key] = replace(kept, at=obs.at)
                 return "duplicate"
             self._kept.pop(key, None)  # re-inserted last: dict order is age order
             self._kept[key] = obs
             while len(self._kept) > self._max:
-                del self._kept[next(iter(self._kept))]
+                oldest = next(iter(self._kept))
+                del self._kept[oldest]
+                self._checked.discard(oldest)
             return "new"
 
     def _complete(self, obs: Observation, kept: Observation | None) -> Observation:

@@ -34,12 +34,18 @@ def test_since_moves_only_when_the_status_changes() -> None:
     assert store.record(obs("a", "healthy", 10)) == "new"
     assert store.record(obs("a", "healthy", 20)) == "duplicate"
     [kept] = store.snapshot()
-    assert kept.since == T0 + timedelta(seconds=10) and kept.at == T0 + timedelta(seconds=10)
+    assert kept.since == T0 + timedelta(seconds=10) and kept.at == T0 + timedelta(seconds=20)
     # Same status, a new commit: a new word, `since` stays (healthy all along).
     assert store.record(obs("a", "healthy", 30, applied="b" * 40)) == "new"
     [kept] = store.snapshot()
     assert kept.since == T0 + timedelta(seconds=10) and kept.applied == "b" * 40
     assert store.record(obs("a", "degraded", 5)) == "stale"
+    # A repeat moves the time that orders replays, not `since`: an older word
+    # said between the first and the last repeat is stale too.
+    assert store.record(obs("a", "healthy", 60, applied="b" * 40)) == "duplicate"
+    assert store.record(obs("a", "degraded", 45)) == "stale"
+    [kept] = store.snapshot()
+    assert kept.at == T0 + timedelta(seconds=60) and kept.since == T0 + timedelta(seconds=10)
 
 
 def test_the_source_s_own_transition_time_wins() -> None:
