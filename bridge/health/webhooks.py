@@ -40,6 +40,11 @@ ARGOCD_PATH = "/hooks/argocd"
 # reaches us as this metadata key (Flux strips the prefix): the path of the
 # Kustomization, which events do not otherwise carry.
 FLUX_PATH_METADATA = "gitops-bridge-path"
+# Likewise `event.toolkit.fluxcd.io/gitops-bridge-wait: "true"` on a
+# Kustomization with `spec.wait: true`: its "Reconciliation finished" then
+# means healthy. Without it the bridge learns that only from a health event,
+# which Flux sends on a change, not after a restart of the bridge.
+FLUX_WAIT_METADATA = "gitops-bridge-wait"
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,9 @@ class FluxWebhook:
         if not secret:
             raise ValueError("the Flux webhook secret is empty")
         self._secret = secret
-        self._health_checked = health_checked or (lambda event: False)
+        self._health_checked = health_checked or (
+            lambda event: event.metadata.get(FLUX_WAIT_METADATA) == "true"
+        )
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> HookResult | None:
         """None when the body is signed with our secret; else the 401 to send."""

@@ -22,6 +22,7 @@ from bridge.health.observations import ObservationStore
 from bridge.health.webhooks import (
     ARGOCD_NOTIFICATIONS_BODY,
     FLUX_PATH_METADATA,
+    FLUX_WAIT_METADATA,
     MAX_BODY,
     ArgoCDNotificationsWebhook,
     FluxWebhook,
@@ -377,3 +378,15 @@ def test_signed_garbage_never_raises() -> None:
                     rng.choice(b'{}[]":,0a\\ \x00\xff') for _ in range(rng.randint(0, 3))
                 )
             assert handle(bytes(data)).status in (202, 400)
+
+
+def test_a_kustomization_annotated_as_waiting_is_healthy_at_its_first_success() -> None:
+    hook = FluxWebhook(Redacted(SECRET))
+    plain = flux_body("a" * 40)
+    [unknown] = hook.handle(signed(plain), plain).observations
+    assert unknown.status == "unknown" and "spec.wait" in unknown.reason
+    doc = json.loads(plain)
+    doc["metadata"][FLUX_WAIT_METADATA] = "true"
+    waiting = json.dumps(doc).encode()
+    [healthy] = hook.handle(signed(waiting), waiting).observations
+    assert healthy.status == "healthy"
