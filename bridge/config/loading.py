@@ -56,8 +56,11 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     require_api_key: bool = True,
     require_bridge_key: bool = True,
+    require_health_secrets: bool | None = None,
 ) -> Settings:
-    """Settings from a YAML file (optional) and the environment; ConfigError on anything wrong."""
+    """Settings from a YAML file (optional) and the environment; ConfigError on anything wrong.
+    `require_health_secrets` (default: as `require_api_key`): commands that start
+    no health source (`status` asks Argo CD only if its token is there) pass False."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     source = "<environment>"
@@ -93,4 +96,5 @@ def load_settings(
         _Reader(raw, source, env),
         require_api_key=require_api_key,
         require_bridge_key=require_bridge_key,
+        require_health_secrets=require_health_secrets,
     )

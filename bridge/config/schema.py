@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.health.settings import SCHEMA as HEALTH_SCHEMA
+
 DEFAULT_CONFIG_FILE = "bridge.yaml"
 
 
@@ -66,6 +68,9 @@ SCHEMA: dict[str, Any] = {
         "maxMemoryMb": ("int", None),
         "massDelete": {"fraction": ("float", 0.5), "min": ("int", 3)},
     },
+    # Health read-back (SPEC §4, §8): its keys live beside their checks in
+    # bridge/health/settings.py, which bridge/config/sections.py:_health calls.
+    "health": HEALTH_SCHEMA,
     "secrets": {
         "provider": ("str", "none"),
         "bridgeKeyEnv": ("str", "GITOPS_BRIDGE_KEY"),

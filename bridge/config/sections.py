@@ -30,6 +30,7 @@ from bridge.config.settings import (
     Target,
 )
 from bridge.errors import ConfigError
+from bridge.health.settings import HealthSettings, health_settings
 from bridge.redaction import Redacted
 
 # --- the key tree ----------------------------------------------------------
@@ -77,8 +78,16 @@ def _without_userinfo(url: str) -> str:
     return f"{scheme}{sep}****@{authority.rsplit('@', 1)[1]}{slash}{path}"
 
 
-def build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) -> Settings:
-    """Settings from the merged raw config, every key validated."""
+def build(
+    reader: _Reader,
+    *,
+    require_api_key: bool,
+    require_bridge_key: bool,
+    require_health_secrets: bool | None = None,
+) -> Settings:
+    """Settings from the merged raw config, every key validated.
+    `require_health_secrets` (default: as `require_api_key`): whether the
+    environment variables the `health:` keys name must be set."""
     # In this order, so that of several bad keys the same one is reported first.
     control_plane = _control_plane(reader, require_api_key=require_api_key)
     git_ssh = _ssh(reader, "git.ssh", reader.raw.get("git", {}) or {})
@@ -90,7 +99,21 @@ def build(reader: _Reader, *, require_api_key: bool, require_bridge_key: bool) -
         policy=_policy(reader),
         secrets=_secrets(reader, require_bridge_key=require_bridge_key),
         render=_render(reader),
+        health=_health(
+            reader, require_api_key if require_health_secrets is None else require_health_secrets
+        ),
         source=reader.source,
+    )
+
+
+def _health(reader: _Reader, require_secrets: bool) -> HealthSettings:
+    """`health:` (SPEC §4): checked by bridge.health.settings, which words its
+    errors as this package does and holds its secrets only as `Redacted`."""
+    return health_settings(
+        reader.raw.get("health"),
+        env=reader.env,
+        source=reader.source,
+        require_secrets=require_secrets,
     )
 
 

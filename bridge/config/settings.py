@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bridge.health.settings import HealthSettings
 from bridge.redaction import Redacted
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -159,6 +160,8 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
+    # Health read-back (`health:`); every source optional, none by default.
+    health: HealthSettings = field(default_factory=HealthSettings)
     source: str = "<defaults>"
 
     def target_for(self, namespace: str) -> Target | None:

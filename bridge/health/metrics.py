@@ -15,7 +15,7 @@ Owns the series `/metrics` adds for SPEC §8 and deploy/ alerts on:
   `gitops_bridge_deployment_waiting_since_timestamp_seconds{target, deployment,
   stage}` (the commit's time, while stage `sync` or `healthy` is not reached).
 
-Label values are bounded as in bridge/metrics.py: targets and sources come
+Label values are bounded as in bridge/observability/metrics.py: targets and sources come
 from the config, stages, states and outcomes from fixed sets, and
 per-deployment series are capped at MAX_DEPLOYMENT_SERIES (the rest counted
 in `gitops_bridge_health_deployments_unlabelled`). Must not compute health.
@@ -32,7 +32,7 @@ from typing import Any
 from bridge.health.road import Road, Stage
 from bridge.health.rules import STATUSES, SYNCS, Status, Sync
 
-MAX_DEPLOYMENT_SERIES = 2000  # as bridge/metrics.py
+MAX_DEPLOYMENT_SERIES = 2000  # as bridge/observability/metrics.py
 SOURCES = ("argocd", "argocd-notifications", "flux")
 TIMED_STAGES = ("commit", "sync", "healthy")
 # The road store's stage names -> the histogram's `stage` label.

@@ -2,11 +2,11 @@
 
 Owns the three optional sources' settings and their validation: every error is
 a ConfigError naming the key, the value and what is allowed, worded as
-bridge/config.py words its own. Secrets (the Argo CD token, the Flux webhook
+bridge/config/ words its own. Secrets (the Argo CD token, the Flux webhook
 secret, the Argo CD notifications token) are read from environment variables
 or a file whose *names* the config gives, and are held only as `Redacted`.
 
-Must not import bridge.config (config imports this, when it is wired in), nor
+Must not import bridge.config (bridge/config/sections.py imports this), nor
 touch the network: a token file is read here only to check it, and again by
 the Argo CD client before each connection, so a rotated token is picked up.
 """
@@ -29,9 +29,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MIN_SECRET_CHARS = 16
 MAX_TOKEN_FILE_BYTES = 64 * 1024  # a JWT is a few KB; anything bigger is not a token
 
-# The key tree in bridge/config.py's leaf format (kind, default), so that the
-# wiring can add it to config.SCHEMA: unknown keys and BRIDGE_HEALTH_* env
-# overrides then work as for every other key.
+# The key tree in bridge/config/schema.py's leaf format (kind, default): it is
+# SCHEMA["health"] there, so unknown keys and BRIDGE_HEALTH_* env overrides
+# work as for every other key.
 SCHEMA: dict[str, Any] = {
     "argocd": {
         "url": ("str", None),
@@ -88,7 +88,7 @@ class HealthSettings:
 
 
 def env_name(path: str) -> str:
-    """`health.argocd.tokenEnv` -> `BRIDGE_HEALTH_ARGOCD_TOKEN_ENV` (as bridge/config.py)."""
+    """`health.argocd.tokenEnv` -> `BRIDGE_HEALTH_ARGOCD_TOKEN_ENV` (as bridge/config/schema.py)."""
     parts = [re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", p).upper() for p in path.split(".")]
     return "BRIDGE_" + "_".join(parts)
 

@@ -6,8 +6,8 @@ a daemon thread (mode stream), and `webhook_routes()` the two `POST /hooks/*`
 routes for the `--listen` server, each a (method, path, max_body, handle)
 whose `handle(headers, body)` returns the HookResult to answer with.
 
-Must not know the HTTP server (bridge/serving.py adapts a WebhookRoute to its
-Route), the cycle or git.
+Must not know the HTTP server (bridge/commands/readback.py adapts a WebhookRoute
+to bridge/observability/serving.py's Route), the cycle or git.
 """
 
 from __future__ import annotations
