@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -319,11 +320,51 @@ class ControlPlaneClient(Requests):
                 gone.add(dep_id)
         return gone
 
+    def revision_created_at(self, deployment_id: str, revision_id: str) -> datetime | None:
+        """The control plane's `created_at` of one revision: where the health
+        read-back's road of that revision starts (SPEC §8, lead time). None when
+        the control plane no longer has it (404); ControlPlaneError when it
+        cannot tell. Counts against the cycle's budget like the listing."""
+        try:
+            uuid.UUID(deployment_id)
+            uuid.UUID(revision_id)
+        except ValueError:
+            return None  # no control plane object has such an id
+        reply = self._call(
+            "GET",
+            f"/v2/deployments/{quote(deployment_id, safe='')}/revisions/"
+            f"{quote(revision_id, safe='')}",
+        )
+        if reply.status == 404:
+            return None
+        self._refuse_4xx("GET", reply)
+        raw = reply.data
+        answered = raw.get("id") if isinstance(raw, Mapping) else None
+        if not isinstance(answered, str) or answered.lower() != revision_id.lower():
+            raise self._error(
+                ControlPlaneError, f"GET {reply.url}: the answer is not revision {revision_id}"
+            )
+        assert isinstance(raw, Mapping)
+        return _timestamp(raw.get("created_at"), reply.url)
+
     # --- admin helpers (demo, tests, scripts) -------------------------------
 
     # --- one logical request, with retries ------------------------------------
 
     # --- bounds ---------------------------------------------------------------------
+
+
+def _timestamp(value: Any, url: str) -> datetime:
+    """An ISO 8601 `created_at`; one without an offset is UTC (FastAPI writes
+    naive datetimes that way)."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    raise ControlPlaneError(f"GET {url}: `created_at` is not a timestamp")
 
 
 def _claims(raw: Mapping[str, Any], listener_id: str) -> bool | None:

@@ -43,7 +43,10 @@ from bridge.untrusted import UntrustedInput, parse_json
 
 log = logging.getLogger("bridge.health")
 
-SELECTOR = "langsmith.com/deployment-id"  # exists: every Application bootstrap emits
+# Every Application `bootstrap --for argocd` emits carries it, in both layouts
+# (per deployment from the ApplicationSet, per namespace); the per-deployment
+# ones also carry `langsmith.com/deployment-id`, which a namespace's cannot.
+SELECTOR = "app.kubernetes.io/part-of=langsmith-gitops-bridge"
 MAX_APPS = 10_000
 MAX_LIST_BYTES = 64 * 1024 * 1024  # ~10,000 trimmed Applications
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one stream event: one Application

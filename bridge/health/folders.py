@@ -6,9 +6,10 @@ the target's branch); a Flux Kustomization to the folders its path holds. A
 source path that holds several deployment folders (one Application or
 Kustomization per namespace) applies to each of them, and says so.
 
-Labels never decide a match (`langsmith.com/deployment-id` selects what to
-read, nothing more): a label is copied with the manifest it sits on, a source
-path is what the consumer really applies. Pure: no I/O.
+Labels never decide a match (`app.kubernetes.io/part-of` selects what to
+read, `langsmith.com/deployment-id` lets people find one; nothing more): a
+label is copied with the manifest it sits on, a source path is what the
+consumer really applies. Pure: no I/O.
 """
 
 from __future__ import annotations

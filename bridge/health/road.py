@@ -174,7 +174,7 @@ class RoadStore:
             data = _encode(self._roads)
             self._dirty = False
         try:
-            _replace_atomically(self.path, data)
+            replace_atomically(self.path, data)
         except OSError:
             with self._lock:
                 self._dirty = True  # try again at the next save
@@ -231,7 +231,7 @@ def _decode(doc: Any) -> dict[str, dict[str, dict[str, datetime]]]:
     return out
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
+def replace_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # mkstemp creates the file 0600 whatever the umask, before a byte is written.
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -57,3 +57,35 @@ def sync_state(commit: str | None, applied: str | None, folder: str, reader: Tre
     # Equal trees: nothing in the folder changed between the two commits
     # (or it changed and changed back: the bytes applied are ours all the same).
     return "synced" if mine is not None and mine == theirs else "out-of-date"
+
+
+class Questions:
+    """A TreeReader that answers nothing: it records what `sync_state` asks,
+    so that a reader over a real clone can answer all of it in a few batched
+    git processes instead of one process per question and deployment.
+
+    Its provisional answers lead `sync_state` down its longest path (every
+    commit present, every ancestry true), so each question the real answers
+    could lead to is asked here; a second pass over the real reader then asks
+    only questions recorded here.
+    """
+
+    def __init__(self) -> None:
+        self.commits: set[str] = set()
+        self.ancestry: set[tuple[str, str]] = set()
+        self.trees: set[tuple[str, str]] = set()
+
+    def has_commit(self, sha: str) -> bool:
+        self.commits.add(sha)
+        return True
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        self.ancestry.add((ancestor, descendant))
+        return True
+
+    def folder_tree(self, sha: str, folder: str) -> str | None:
+        self.trees.add((sha, folder))
+        return None
+
+    def __len__(self) -> int:
+        return len(self.commits) + len(self.ancestry) + len(self.trees)

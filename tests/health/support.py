@@ -65,7 +65,10 @@ def application(
         "metadata": {
             "name": name,
             "namespace": "argocd",
-            "labels": {"langsmith.com/deployment-id": "0b1c"},
+            "labels": {
+                "app.kubernetes.io/part-of": "langsmith-gitops-bridge",
+                "langsmith.com/deployment-id": "0b1c",
+            },
         },
         "spec": {
             "project": "langsmith",

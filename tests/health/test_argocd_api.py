@@ -44,7 +44,9 @@ def as_served(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def labelled(doc: dict[str, Any], deployment_id: str = "0b1c") -> dict[str, Any]:
-    doc["metadata"].setdefault("labels", {})["langsmith.com/deployment-id"] = deployment_id
+    labels = doc["metadata"].setdefault("labels", {})
+    labels["app.kubernetes.io/part-of"] = "langsmith-gitops-bridge"
+    labels["langsmith.com/deployment-id"] = deployment_id
     return doc
 
 
@@ -111,7 +113,7 @@ def test_list_selects_by_label_and_replays_the_real_application(fake: FakeArgoCD
     ]
     path, query, auth = fake.requests[-1]
     assert path == "/api/v1/applications" and auth == f"Bearer {TOKEN}"
-    assert query["selector"] == ["langsmith.com/deployment-id"] and query["fields"] == [LIST_FIELDS]
+    assert query["selector"] == ["app.kubernetes.io/part-of=langsmith-gitops-bridge"] and query["fields"] == [LIST_FIELDS]
     assert "appNamespace" not in query
     velero = next(a for a in listing.applications if a.name == "velero-test")
     [obs] = argocd_observations(velero, source="argocd", now=NOW)
