@@ -41,13 +41,27 @@ class ExitCode(Exception):
 
 
 def load(
-    config_file: Path | None, *, require_api_key: bool = True, require_bridge_key: bool = True
+    config_file: Path | None,
+    *,
+    require_api_key: bool = True,
+    require_bridge_key: bool = True,
+    require_health_secrets: bool | None = None,
 ) -> Settings:
     settings = load_settings(
-        config_file, require_api_key=require_api_key, require_bridge_key=require_bridge_key
+        config_file,
+        require_api_key=require_api_key,
+        require_bridge_key=require_bridge_key,
+        require_health_secrets=require_health_secrets,
     )
     logs.register_secret(settings.control_plane.api_key)
     logs.register_secret(settings.secrets.bridge_key)
+    health = settings.health
+    for secret in (
+        health.argocd.token if health.argocd else None,
+        health.flux.webhook_secret if health.flux else None,
+        health.argocd_notifications.token if health.argocd_notifications else None,
+    ):
+        logs.register_secret(secret)
     for target in settings.targets:
         logs.register_secret(target.https.password)
     logs.register_secret(settings.git.https.password)
@@ -490,7 +504,8 @@ def status(config_file: Path | None, output: str) -> None:
     )
     from bridge.commands.statusfile import read_status
 
-    settings = load(config_file)
+    # The webhooks' secrets are `run`'s; `status` asks Argo CD if its token is there.
+    settings = load(config_file, require_health_secrets=False)
     rows = collect_status(settings)
     held = held_deletions(read_status(settings))
     if output == "json":
@@ -571,10 +586,18 @@ def demo(directory: Path) -> None:
 )
 @click.option(
     "--layout",
-    type=click.Choice(["applicationset", "namespace"]),
+    type=click.Choice(["applicationset", "namespace", "deployment"]),
     default=None,
-    help="Argo CD only: one Application per deployment (applicationset, default) "
-    "or one per namespace.",
+    help="Argo CD: one Application per deployment (applicationset, default) or one per "
+    "namespace. Flux: one Kustomization per namespace (default) or per deployment folder "
+    "(deployment: per-deployment health; reads the folders from each target's branch).",
+)
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="The bridge's --listen address as the cluster reaches it (e.g. "
+    "http://gitops-bridge.gitops-bridge.svc:9090): adds what sends health to its /hooks/* "
+    "routes (Flux: Provider and Alert; Argo CD: the notifications config and subscriptions).",
 )
 def bootstrap(
     flavour: str,
@@ -582,18 +605,19 @@ def bootstrap(
     out_dir: Path | None,
     cluster: str | None,
     layout: str | None,
+    webhook_url: str | None,
 ) -> None:
-    """The Argo CD or Flux manifests that consume the configured targets (offline)."""
+    """The Argo CD or Flux manifests that consume the configured targets (offline, but
+    Flux's --layout deployment reads the deployment folders from git)."""
     from bridge.commands.bootstrap import bootstrap_manifests, manifest_stream, write_manifests
 
-    if flavour == "flux" and layout is not None:
-        raise click.UsageError("--layout applies to --for argocd only")
     settings = load(config_file, require_api_key=False, require_bridge_key=False)
     manifests = bootstrap_manifests(
         settings,
         "argocd" if flavour == "argocd" else "flux",
         cluster,
-        layout="namespace" if layout == "namespace" else "applicationset",
+        layout=layout,
+        webhook_url=webhook_url,
     )
     if out_dir is None:
         click.echo(manifest_stream(manifests), nl=False)

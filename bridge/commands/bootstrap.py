@@ -3,13 +3,17 @@
 Owns turning the configured targets (repo, branch, path, cluster, namespace)
 into the GitOps controller's own objects — an Argo CD AppProject plus one
 ApplicationSet (or one Application) per target, or a Flux GitRepository plus
-one Kustomization per target — as canonical, byte-stable YAML files, and
-writing them into a folder without ever writing outside it.
+one Kustomization per target (or per deployment folder) — as canonical,
+byte-stable YAML files, and writing them into a folder without ever writing
+outside it. What the health read-back needs of them (labels, annotations, the
+webhook objects) is bridge.commands.healthmanifests'.
 
-Must not: reach a cluster, a git remote or the control plane, read key
-material, or generate anything that needs a secret value. Credentials (deploy
-keys, the age key, signing public keys) are referenced by Secret name only and
-created by the operator (see examples/*/README.md).
+Must not: reach a cluster or the control plane, read key material, or
+generate anything that needs a secret value; reach a git remote only for
+Flux's `--layout deployment`, which reads the deployment folders from each
+target's branch (a fetch into the clone cache). Credentials (deploy keys, the
+age key, signing public keys, the webhook secrets) are referenced by Secret
+name only and created by the operator (see examples/*/README.md).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ log = logging.getLogger("bridge.bootstrapping")
 
 Flavour = Literal["argocd", "flux"]
 ArgoLayout = Literal["applicationset", "namespace"]
+FluxLayout = Literal["namespace", "deployment"]
 FLAVOURS: tuple[Flavour, ...] = ("argocd", "flux")
 ARGO_LAYOUTS: tuple[ArgoLayout, ...] = ("applicationset", "namespace")
+FLUX_LAYOUTS: tuple[FluxLayout, ...] = ("namespace", "deployment")
 
 ARGOCD_NAMESPACE = "argocd"
 FLUX_NAMESPACE = "flux-system"
@@ -276,7 +282,9 @@ def _appproject(settings: Settings, targets: Sequence[ResolvedTarget]) -> dict[s
     }
 
 
-def _applicationset(rt: ResolvedTarget, project: str) -> dict[str, Any]:
+def _applicationset(
+    rt: ResolvedTarget, project: str, annotations: Mapping[str, str]
+) -> dict[str, Any]:
     target = rt.target
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -287,17 +295,39 @@ def _applicationset(rt: ResolvedTarget, project: str) -> dict[str, Any]:
             "goTemplateOptions": ["missingkey=error"],
             "generators": [
                 {
-                    "git": {
-                        "directories": directory_generator_items(rt.ns_dir),
-                        "repoURL": target.repo,
-                        "revision": target.branch,
+                    "matrix": {
+                        "generators": [
+                            {
+                                "git": {
+                                    "directories": directory_generator_items(rt.ns_dir),
+                                    "repoURL": target.repo,
+                                    "revision": target.branch,
+                                }
+                            },
+                            # The folder's state file, for the deployment id
+                            # (`.deployment.id`): a folder without one is no
+                            # deployment of the bridge's and gets no Application.
+                            {
+                                "git": {
+                                    "files": [{"path": f"{{{{ .path.path }}}}/{STATE_FILE}"}],
+                                    "pathParamPrefix": "state",
+                                    "repoURL": target.repo,
+                                    "revision": target.branch,
+                                }
+                            },
+                        ]
                     }
                 }
             ],
             "syncPolicy": {"preserveResourcesOnDeletion": False},
             "template": {
                 "metadata": {
-                    "labels": {**_labels(rt), "langsmith.com/deployment": "{{ .path.basename }}"},
+                    **({"annotations": annotations} if annotations else {}),
+                    "labels": {
+                        **_labels(rt),
+                        "langsmith.com/deployment": "{{ .path.basename }}",
+                        "langsmith.com/deployment-id": "{{ .deployment.id }}",
+                    },
                     "name": f"{rt.cluster}-{rt.namespace}-{{{{ .path.basename }}}}",
                 },
                 "spec": {
@@ -315,12 +345,15 @@ def _applicationset(rt: ResolvedTarget, project: str) -> dict[str, Any]:
     }
 
 
-def _namespace_application(rt: ResolvedTarget, project: str) -> dict[str, Any]:
+def _namespace_application(
+    rt: ResolvedTarget, project: str, annotations: Mapping[str, str]
+) -> dict[str, Any]:
     target = rt.target
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
         "metadata": {
+            **({"annotations": dict(annotations)} if annotations else {}),
             "finalizers": [ARGOCD_RESOURCES_FINALIZER],
             "labels": _labels(rt),
             "name": rt.object_name,
@@ -363,6 +396,8 @@ def _gitrepository(settings: Settings, rt: ResolvedTarget) -> dict[str, Any]:
 
 
 def _flux_kustomization(settings: Settings, rt: ResolvedTarget) -> dict[str, Any]:
+    from bridge.commands.healthmanifests import flux_event_annotations
+
     spec: dict[str, Any] = {
         "interval": "10m",
         "path": f"./{rt.ns_dir}",
@@ -393,7 +428,13 @@ def _flux_kustomization(settings: Settings, rt: ResolvedTarget) -> dict[str, Any
     return {
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
         "kind": "Kustomization",
-        "metadata": {"labels": _labels(rt), "name": rt.object_name, "namespace": FLUX_NAMESPACE},
+        "metadata": {
+            # Its events then say which folder they are about (health read-back).
+            "annotations": flux_event_annotations(spec["path"]),
+            "labels": _labels(rt),
+            "name": rt.object_name,
+            "namespace": FLUX_NAMESPACE,
+        },
         "spec": spec,
     }
 
@@ -408,9 +449,15 @@ def _file(flavour: Flavour, comment: Sequence[str], doc: Mapping[str, Any]) -> b
 
 
 def _argocd_files(
-    settings: Settings, targets: Sequence[ResolvedTarget], layout: ArgoLayout
+    settings: Settings,
+    targets: Sequence[ResolvedTarget],
+    layout: ArgoLayout,
+    webhook: str | None,
 ) -> dict[str, bytes]:
+    from bridge.commands import healthmanifests as health
+
     project = project_name(settings, targets)
+    subscribed = health.argocd_subscriptions() if webhook else {}
     files = {
         "appproject.yaml": _file(
             "argocd",
@@ -426,13 +473,14 @@ def _argocd_files(
             files[f"applicationset-{rt.file_stem}.yaml"] = _file(
                 "argocd",
                 [
-                    f"One Application per deployment folder {rt.ns_dir}/<name>.",
+                    f"One Application per deployment folder {rt.ns_dir}/<name>, labelled with",
+                    "the deployment id its state file names.",
                     "preserveResourcesOnDeletion: false -- a folder leaves git only in the bridge's",
                     "delete(...) commit, and the workloads go with it. Postgres data survives: its",
                     "PVC comes from volumeClaimTemplates, is in no Application, and Kubernetes keeps",
                     "it when the StatefulSet goes (PVC retention Retain). See examples/argocd/README.md.",
                 ],
-                _applicationset(rt, project),
+                _applicationset(rt, project, subscribed),
             )
         else:
             files[f"application-{rt.file_stem}.yaml"] = _file(
@@ -441,12 +489,30 @@ def _argocd_files(
                     f"One Application for the whole namespace folder {rt.ns_dir} (small installs).",
                     "Use it instead of the ApplicationSet, never together with it.",
                 ],
-                _namespace_application(rt, project),
+                _namespace_application(rt, project, subscribed),
             )
+    if webhook:
+        files["argocd-notifications-cm.yaml"] = _file(
+            "argocd",
+            [
+                "Merge these keys into your argocd-notifications-cm: they send the bridge's",
+                "Applications' syncs and health to POST /hooks/argocd. The bearer token is",
+                f"key {health.NOTIFICATIONS_SECRET_KEY} of argocd-notifications-secret, never here.",
+            ],
+            health.argocd_notifications_configmap(webhook),
+        )
     return files
 
 
-def _flux_files(settings: Settings, targets: Sequence[ResolvedTarget]) -> dict[str, bytes]:
+def _flux_files(
+    settings: Settings,
+    targets: Sequence[ResolvedTarget],
+    layout: FluxLayout,
+    webhook: str | None,
+    deployments: Mapping[int, Sequence[tuple[str, str]]],
+) -> dict[str, bytes]:
+    from bridge.commands import healthmanifests as health
+
     files: dict[str, bytes] = {}
     for rt in targets:
         files[f"gitrepository-{rt.file_stem}.yaml"] = _file(
@@ -457,13 +523,42 @@ def _flux_files(settings: Settings, targets: Sequence[ResolvedTarget]) -> dict[s
             ],
             _gitrepository(settings, rt),
         )
-        files[f"kustomization-{rt.file_stem}.yaml"] = _file(
+        namespace_kustomization = _flux_kustomization(settings, rt)
+        if layout == "namespace":
+            files[f"kustomization-{rt.file_stem}.yaml"] = _file(
+                "flux",
+                [
+                    f"Applies {rt.ns_dir} (its kustomization.yaml lists every deployment folder);",
+                    "a deleted folder is pruned. See examples/flux/README.md.",
+                ],
+                namespace_kustomization,
+            )
+            continue
+        for doc in health.flux_deployment_kustomizations(
+            namespace_kustomization, rt, deployments.get(rt.index, ())
+        ):
+            files[f"kustomization-{doc['metadata']['name']}.yaml"] = _file(
+                "flux",
+                [
+                    f"Applies the deployment folder {doc['spec']['path']} alone, waiting for health.",
+                    "Regenerate when deployments come or go: a new folder is applied by nothing",
+                    "until then. See README 'Health'.",
+                ],
+                doc,
+            )
+    if webhook:
+        files["provider-gitops-bridge.yaml"] = _file(
             "flux",
             [
-                f"Applies {rt.ns_dir} (its kustomization.yaml lists every deployment folder);",
-                "a deleted folder is pruned. See examples/flux/README.md.",
+                "Sends Kustomization events to the bridge, signed with the `token` of Secret",
+                f"{health.WEBHOOK_SECRET} (the bridge's health.flux.webhookSecretEnv; never here).",
             ],
-            _flux_kustomization(settings, rt),
+            health.flux_provider(webhook),
+        )
+        files["alert-gitops-bridge.yaml"] = _file(
+            "flux",
+            ["Every event of the bridge's Kustomizations, to the bridge."],
+            health.flux_alert(),
         )
     return files
 
@@ -473,29 +568,48 @@ def bootstrap_manifests(
     flavour: Flavour,
     cluster_override: str | None = None,
     *,
-    layout: ArgoLayout = "applicationset",
+    layout: str | None = None,
+    webhook_url: str | None = None,
+    deployments: Mapping[int, Sequence[tuple[str, str]]] | None = None,
 ) -> dict[str, bytes]:
     """Relative file name -> canonical YAML bytes of the objects that consume the targets.
 
-    Pure and byte-stable: the same settings give the same bytes, in the order
-    they are to be applied (AppProject first; per target in config order, a
-    GitRepository before its Kustomization). `cluster_override`
-    stands in for the listener's compute_id for targets without `cluster`.
-    `layout` (Argo CD only): one Application per deployment through an
-    ApplicationSet, or one Application per namespace.
+    Byte-stable: the same settings give the same bytes, in the order they are
+    to be applied (AppProject first; per target in config order, a
+    GitRepository before its Kustomizations). `cluster_override` stands in for
+    the listener's compute_id for targets without `cluster`. `layout`: Argo
+    CD, one Application per deployment through an ApplicationSet (default) or
+    one per namespace; Flux, one Kustomization per namespace (default) or per
+    deployment folder, whose (folder, deployment id) per target index come
+    from `deployments`, or else are read from each target's branch.
+    `webhook_url`: the bridge as the cluster reaches it; adds what sends
+    health to its `/hooks/*` routes.
     """
     if flavour not in FLAVOURS:
         raise ConfigError(f"--for has value {flavour!r}; allowed: argocd or flux")
-    if layout not in ARGO_LAYOUTS:
-        raise ConfigError(f"--layout has value {layout!r}; allowed: applicationset or namespace")
-    if flavour == "flux" and layout != "applicationset":
+    allowed: Sequence[str] = ARGO_LAYOUTS if flavour == "argocd" else FLUX_LAYOUTS
+    chosen = layout or allowed[0]
+    if chosen not in allowed:
         raise ConfigError(
-            "--layout applies to --for argocd only; Flux uses one Kustomization per namespace"
+            f"--layout has value {chosen!r}; allowed with --for {flavour}: {' or '.join(allowed)}"
         )
+    from bridge.commands.healthmanifests import deployment_folders_from_git, webhook_base
+
+    webhook = webhook_base(webhook_url)
     targets = resolve_targets(settings, cluster_override)
     if flavour == "argocd":
-        return _argocd_files(settings, targets, layout)
-    return _flux_files(settings, targets)
+        return _argocd_files(
+            settings, targets, "namespace" if chosen == "namespace" else "applicationset", webhook
+        )
+    if chosen == "deployment" and deployments is None:
+        deployments = deployment_folders_from_git(settings, targets)
+    return _flux_files(
+        settings,
+        targets,
+        "deployment" if chosen == "deployment" else "namespace",
+        webhook,
+        deployments or {},
+    )
 
 
 def manifest_stream(manifests: Mapping[str, bytes]) -> bytes:

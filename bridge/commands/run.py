@@ -15,18 +15,14 @@ import signal
 import time
 from collections.abc import Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bridge.commands.statusfile import write_status
+from bridge.commands.wiring import make_client, make_reconciler
 from bridge.config import Settings
 from bridge.errors import ConfigError, ControlPlaneError, unexpected
 from bridge.reconcile.cycle import Reconciler
 from bridge.reconcile.outcomes import CycleReport
-
-if TYPE_CHECKING:
-    pass
-
-from bridge.commands.statusfile import write_status
-from bridge.commands.wiring import make_reconciler
 
 log = logging.getLogger("bridge.run")
 
@@ -133,13 +129,18 @@ def run_loop(
     # nothing would ever see it, and prometheus_client costs ~60 ms to import.
     metrics = Metrics() if listen else None
     health = Health(poll_interval=settings.control_plane.poll_interval)
+    client = make_client(settings, metrics=metrics)
+    readback = read_back(settings, metrics, client)
     server = None
     if listen:
         from bridge.observability.serving import start_server
 
         assert metrics is not None
-        server = start_server(listen, health, metrics.registry)
+        hooks = readback.routes() if readback is not None else []
+        server = start_server(listen, health, metrics.registry, routes=hooks)
         log.info("serving /healthz, /readyz and /metrics on %s", server.address)
+        for hook in hooks:
+            log.info("health: %s %s on %s", hook.method, hook.path, server.address)
     stopper = Stopper()
     stopper.install()
     from bridge.observability.progress import Progress
@@ -150,8 +151,11 @@ def run_loop(
         shard=shard,
         metrics=metrics,
         progress=Progress.for_terminal(quiet=quiet, log_format=log_format),
+        client=client,
     )
-    cycle = _Cycle(settings, reconciler, health, metrics)
+    cycle = _Cycle(settings, reconciler, health, metrics, readback)
+    if readback is not None:
+        readback.start()
     try:
         while True:
             code = cycle.run()
@@ -165,9 +169,26 @@ def run_loop(
                 return 0
     finally:
         stopper.restore()
-        close()
         if server is not None:
             server.stop()
+        if readback is not None:
+            readback.stop()
+        close()
+        client.close()
+
+
+def read_back(settings: Settings, metrics: Any, client: Any) -> Any:
+    """The health read-back (bridge.commands.readback), or None without a
+    `health:` source: its modules are not even imported then."""
+    if not settings.health.enabled:
+        return None
+    from bridge.commands.readback import ReadBack
+
+    return ReadBack(
+        settings,
+        registry=metrics.registry if metrics is not None else None,
+        created_at=client.revision_created_at,
+    )
 
 
 class _Cycle:
@@ -175,12 +196,18 @@ class _Cycle:
     error last logged (logged again only when it changes), the backoff."""
 
     def __init__(
-        self, settings: Settings, reconciler: Reconciler, health: Any, metrics: Any
+        self,
+        settings: Settings,
+        reconciler: Reconciler,
+        health: Any,
+        metrics: Any,
+        readback: Any = None,
     ) -> None:
         self.settings = settings
         self.reconciler = reconciler
         self.health = health
         self.metrics = metrics
+        self.readback = readback  # health read-back: after each cycle, never raises
         self.control_plane_error: ControlPlaneError | None = None
         self._last_error_text: str | None = None
         self._failures = 0  # unexpected failures of whole cycles in a row
@@ -201,6 +228,8 @@ class _Cycle:
             return self._cycle_failed(e)
         self._last_error_text = None
         self._failures = 0
+        if self.readback is not None:
+            self.readback.after_cycle(report)
         if any(t.error for t in report.targets):
             self.health.cycle_failed(finished, "git: some targets failed")
         else:

@@ -29,18 +29,17 @@ def make_reconciler(
     transport: Any = None,
     progress: Any = None,
     sleep: Callable[[float], None] = time.sleep,
+    client: Any = None,
 ) -> tuple[Reconciler, Callable[[], None]]:
     """A reconciler with the real collaborators, and a function that closes them.
-    `sleep` (retry and backoff waits) is injected so tests need no real time."""
-    from bridge.controlplane.client import ControlPlaneClient
+    `sleep` (retry and backoff waits) is injected so tests need no real time.
+    `client`: a control-plane client made by `make_client` and shared with
+    others (the health read-back asks it for revisions); its owner closes it."""
     from bridge.publishing.repo import TargetRepo
 
-    client = ControlPlaneClient.from_settings(
-        settings.control_plane,
-        transport=transport,
-        on_response=metrics.control_plane_request if metrics is not None else None,
-        sleep=sleep,
-    )
+    owned = client is None
+    if client is None:
+        client = make_client(settings, metrics=metrics, transport=transport, sleep=sleep)
 
     def list_deployments() -> tuple[Listener, Sequence[Deployment], Sequence[DeploymentError]]:
         listing = client.list_listener_deployments()
@@ -85,4 +84,22 @@ def make_reconciler(
         on_event=on_event,
         confirm_gone=client.confirm_gone,
     )
-    return reconciler, client.close
+    return reconciler, client.close if owned else (lambda: None)
+
+
+def make_client(
+    settings: Settings,
+    *,
+    metrics: Any = None,
+    transport: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """The control-plane client of a reconciler (bridge.controlplane.client)."""
+    from bridge.controlplane.client import ControlPlaneClient
+
+    return ControlPlaneClient.from_settings(
+        settings.control_plane,
+        transport=transport,
+        on_response=metrics.control_plane_request if metrics is not None else None,
+        sleep=sleep,
+    )

@@ -30,7 +30,7 @@ from tests.examples.support import (
 EXAMPLE_OUTPUTS = [
     ("argocd/bridge.yaml", "argocd", "applicationset", "argocd/manifests"),
     ("argocd/bridge.yaml", "argocd", "namespace", "argocd/per-namespace"),
-    ("flux/bridge.yaml", "flux", "applicationset", "flux/manifests"),
+    ("flux/bridge.yaml", "flux", "namespace", "flux/manifests"),
 ]
 
 
@@ -50,7 +50,8 @@ def test_committed_examples_are_exactly_the_bootstrap_output(
     committed = {p.name: p.read_bytes() for p in sorted((EXAMPLES / folder).iterdir())}
     regen = (
         f"gitops-bridge bootstrap --for {flavour} --config examples/{config} --out "
-        f"examples/{folder}" + (" --layout namespace" if layout == "namespace" else "")
+        f"examples/{folder}"
+        + (" --layout namespace" if layout == "namespace" and flavour == "argocd" else "")
     )
     assert sorted(committed) == sorted(manifests), f"stale files; regenerate with: {regen}"
     for name, data in manifests.items():
@@ -144,14 +145,26 @@ def test_whitelist_follows_secrets_provider_and_gateway(
 def test_applicationset_is_one_app_per_deployment_folder_with_safe_sync() -> None:
     manifests = bootstrap_manifests(settings_from(EXAMPLES / "argocd" / "bridge.yaml"), "argocd")
     appsets = {
-        d["spec"]["generators"][0]["git"]["repoURL"]: d
+        d["spec"]["generators"][0]["matrix"]["generators"][0]["git"]["repoURL"]: d
         for d in by_kind(manifests, "ApplicationSet")
     }
     staging = appsets["ssh://git@git.example.com/platform/staging-agents.git"]
-    git = staging["spec"]["generators"][0]["git"]
+    folders, state = staging["spec"]["generators"][0]["matrix"]["generators"]
+    git = folders["git"]
     assert git["revision"] == "main"
     assert git["directories"][0] == {"path": "clusters/prod-eu-1/agents-staging/*"}
     assert all(d["exclude"] for d in git["directories"][1:])
+    # The second generator reads each folder's state file: the deployment id
+    # labels the Application (for people and selectors; matching is by path).
+    assert state["git"] == {
+        "files": [{"path": "{{ .path.path }}/.gitops-bridge.state"}],
+        "pathParamPrefix": "state",
+        "repoURL": git["repoURL"],
+        "revision": "main",
+    }
+    labels = staging["spec"]["template"]["metadata"]["labels"]
+    assert labels["langsmith.com/deployment-id"] == "{{ .deployment.id }}"
+    assert labels["app.kubernetes.io/part-of"] == "langsmith-gitops-bridge"
     assert staging["spec"]["syncPolicy"] == {"preserveResourcesOnDeletion": False}
     template = staging["spec"]["template"]
     assert template["spec"]["source"]["path"] == "{{ .path.path }}"
@@ -311,9 +324,15 @@ def test_cli_missing_cluster_is_a_config_error(tmp_path: Path) -> None:
 
 def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     config = EXAMPLES / "flux" / "bridge.yaml"
-    layout = _run(
-        ["bootstrap", "--for", "flux", "--layout", "namespace", "--config", str(config)], tmp_path
+    for flavour, wrong in (("flux", "applicationset"), ("argocd", "deployment")):
+        layout = _run(
+            ["bootstrap", "--for", flavour, "--layout", wrong, "--config", str(config)], tmp_path
+        )
+        assert layout.returncode == 2 and b"--layout" in layout.stderr
+    url = _run(
+        ["bootstrap", "--for", "flux", "--webhook-url", "ftp://x/", "--config", str(config)],
+        tmp_path,
     )
-    assert layout.returncode == 2
+    assert url.returncode == 2 and b"--webhook-url" in url.stderr
     missing = _run(["bootstrap", "--config", str(config)], tmp_path)
     assert missing.returncode == 2

@@ -369,12 +369,22 @@ def test_approval_and_held_files_are_never_applied(
     settings = settings_from(write_config(tmp_path, base_config()))
     manifests = bootstrap_manifests(settings, "argocd")
     (appset,) = [yaml.safe_load(v) for k, v in manifests.items() if k.startswith("applicationset")]
-    (generator,) = appset["spec"]["generators"]
+    generator = folder_generator(appset)
     folder = f"{tree.ns_dir}/{APPROVAL_FOLDER}"
     assert filter_apps(generator["git"]["directories"], [folder]) == []
 
 
 # --- the ApplicationSet's git directory generator --------------------------
+
+
+def folder_generator(appset: dict[str, Any]) -> dict[str, Any]:
+    """The directory generator: the first of the matrix (the second reads each
+    folder's state file for the deployment id, and adds no folder)."""
+    (matrix,) = appset["spec"]["generators"]
+    first, state = matrix["matrix"]["generators"]
+    assert "files" in state["git"] and "directories" not in state["git"]
+    assert isinstance(first, dict)
+    return first
 
 
 def _committed_clone(tmp_path: Path, tree: Tree, secrets: SecretsProvider) -> Path:
@@ -421,8 +431,7 @@ def test_applicationset_generator_matches_exactly_the_deployment_folders(
     settings = settings_from(write_config(tmp_path, base_config()))
     manifests = bootstrap_manifests(settings, "argocd")
     (appset,) = [yaml.safe_load(v) for k, v in manifests.items() if k.startswith("applicationset")]
-    (generator,) = appset["spec"]["generators"]
-    directories = generator["git"]["directories"]
+    directories = folder_generator(appset)["git"]["directories"]
     # Argo CD skips a pattern Go rejects, silently: every one must be valid for every path.
     for item in directories:
         for path in all_paths:
@@ -437,6 +446,8 @@ def test_applicationset_generator_matches_exactly_the_deployment_folders(
     assert len(names) == len(matched)
     for folder in matched:
         assert (clone / folder / "kustomization.yaml").is_file()
+        # ... and the state file the matrix's second generator reads the id from.
+        assert (clone / folder / STATE_FILE).is_file()
 
     # The per-namespace layout points at the aggregate kustomization instead.
     by_name = bootstrap_manifests(settings, "argocd", layout="namespace")

@@ -70,7 +70,7 @@ SAMPLE_VARIANTS: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("variant", sorted(SAMPLE_VARIANTS))
 @pytest.mark.parametrize(
     ("flavour", "layout"),
-    [("argocd", "applicationset"), ("argocd", "namespace"), ("flux", "applicationset")],
+    [("argocd", "applicationset"), ("argocd", "namespace"), ("flux", "namespace")],
 )
 def test_every_bootstrap_output_validates(
     tmp_path: Path, schema_dir: Path, variant: str, flavour: Any, layout: Any
