@@ -113,7 +113,8 @@ def test_list_selects_by_label_and_replays_the_real_application(fake: FakeArgoCD
     ]
     path, query, auth = fake.requests[-1]
     assert path == "/api/v1/applications" and auth == f"Bearer {TOKEN}"
-    assert query["selector"] == ["app.kubernetes.io/part-of=langsmith-gitops-bridge"] and query["fields"] == [LIST_FIELDS]
+    assert query["selector"] == ["app.kubernetes.io/part-of=langsmith-gitops-bridge"]
+    assert query["fields"] == [LIST_FIELDS]
     assert "appNamespace" not in query
     velero = next(a for a in listing.applications if a.name == "velero-test")
     [obs] = argocd_observations(velero, source="argocd", now=NOW)
