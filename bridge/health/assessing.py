@@ -73,17 +73,19 @@ def assess(
     routes: Mapping[str, str] | None = None,
 ) -> DeploymentHealth:
     """The health of one deployment. `routes`: Kustomization `ns/name` -> path."""
-    best: tuple[int, datetime, Observation, Scope] | None = None
+    best: tuple[tuple[int, datetime, bool], Observation, Scope] | None = None
     for obs in observations:
         scope = resolve_scope(obs, routes or {})
         if scope is None or not scope.holds(folder):
             continue
-        rank = (len(scope.path or ""), obs.at)
-        if best is None or rank > (best[0], best[1]):
-            best = (rank[0], rank[1], obs, scope)
+        # At the same path and time, the API's word over a notification's: it
+        # is the whole Application, read now, and makes the choice stable.
+        rank = (len(scope.path or ""), obs.at, obs.source == "argocd")
+        if best is None or rank > best[0]:
+            best = (rank, obs, scope)
     if best is None:
         return UNKNOWN
-    _, _, obs, scope = best
+    _, obs, scope = best
     sync = sync_state(folder.commit, obs.applied, folder.folder, reader)
     return DeploymentHealth(
         sync=sync,

@@ -94,13 +94,14 @@ class RoadStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, workdir: Path, **kwargs: Any) -> RoadStore:
-        """The store of `workdir` (the bridge's `git.workdir`), loaded if present."""
+    def open(cls, workdir: Path, *, read_only: bool = False, **kwargs: Any) -> RoadStore:
+        """The store of `workdir` (the bridge's `git.workdir`), loaded if present.
+        `read_only` (`status`, `audit`): a damaged file is ignored, not set aside."""
         store = cls(Path(workdir) / FILE_NAME, **kwargs)
-        store.load()
+        store.load(set_aside=not read_only)
         return store
 
-    def load(self) -> None:
+    def load(self, *, set_aside: bool = True) -> None:
         try:
             with self.path.open("rb") as handle:
                 data = handle.read(MAX_FILE_BYTES + 1)
@@ -114,6 +115,9 @@ class RoadStore:
         try:
             roads = _decode(parse_json(data, source=str(self.path), max_bytes=MAX_FILE_BYTES))
         except UntrustedInput as e:
+            if not set_aside:
+                log.warning("health road: %s; its timings are not shown", e)
+                return
             aside = self.path.with_name(self.path.name + ".damaged")
             log.warning("health road: %s; set aside as %s, timings start again", e, aside.name)
             try:
@@ -137,7 +141,8 @@ class RoadStore:
                 raise ValueError(
                     f"a deployment or revision id of 1 to {MAX_ID} characters, not {value!r}"
                 )
-        at = (when or self._clock()).astimezone(UTC)
+        # Whole seconds, as the file keeps them: a restart reads back the same road.
+        at = (when or self._clock()).astimezone(UTC).replace(microsecond=0)
         with self._lock:
             revisions = self._roads.pop(deployment_id, {})
             self._roads[deployment_id] = revisions  # now the most recently moved
