@@ -494,8 +494,10 @@ def diff(config_file: Path | None, color: bool | None, allow_mass_delete: bool) 
 @CONFIG_OPTION
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def status(config_file: Path | None, output: str) -> None:
-    """Per deployment: revision wanted, commit that carries it, pushed or not, last error;
-    then the deletions the mass-delete guard holds, by name and id, per target."""
+    """Per deployment: revision wanted, commit that carries it, pushed or not, last error,
+    and with `health:` sync, health, since when and lead time; then the deletions the
+    mass-delete guard holds, by name and id, per target."""
+    from bridge.commands.healthstatus import StatusHealth
     from bridge.commands.status import (
         collect_status,
         format_held,
@@ -506,14 +508,18 @@ def status(config_file: Path | None, output: str) -> None:
 
     # The webhooks' secrets are `run`'s; `status` asks Argo CD if its token is there.
     settings = load(config_file, require_health_secrets=False)
-    rows = collect_status(settings)
+    health = StatusHealth.gather(settings)
+    rows = collect_status(settings, health)
     held = held_deletions(read_status(settings))
     if output == "json":
-        click.echo(json.dumps({"deployments": rows, "held": held}, indent=2, sort_keys=True))
+        doc = {"deployments": rows, "held": held, "healthSources": health.sources}
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
-        click.echo(format_status_table(rows))
+        click.echo(format_status_table(rows, health=health.enabled))
         if held:
             click.echo(format_held(held))
+        for line in health.notes():
+            click.echo(display.escape(line))
     if any(r.get("lastError") for r in rows):
         raise ExitCode(1)
 

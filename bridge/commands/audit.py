@@ -78,6 +78,10 @@ class Revision:
     author: str
     signature: dict[str, Any]
     approved_by: str | None = None  # Approved-By of an approved deletion
+    # When the consumer synced it and it became healthy, where the health
+    # read-back saw it (the road `run` keeps in the workdir); None: not known.
+    synced: str | None = None
+    healthy: str | None = None
 
 
 @dataclass
@@ -123,6 +127,8 @@ class AuditReport:
                             "author": r.author,
                             "signature": r.signature,
                             "approvedBy": r.approved_by,
+                            "synced": r.synced,
+                            "healthy": r.healthy,
                         }
                         for r in d.history
                     ],
@@ -170,8 +176,9 @@ class AuditReport:
                 f"### {_md(d.namespace)}/{_md(d.name)} (`{_md(d.deployment_id)}`, cluster "
                 f"`{_md(d.cluster)}`): {state}",
                 "",
-                "| when | change | revision | image | commit | author | signature |",
-                "|---|---|---|---|---|---|---|",
+                "| when | change | revision | image | commit | author | signature | synced "
+                "| healthy |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             for r in d.history:
                 sig = r.signature
@@ -180,7 +187,7 @@ class AuditReport:
                 out.append(
                     f"| {_md(r.time)} | {_md(change)} | `{_md(r.revision_id or '-')}` | "
                     f"{_md(r.image or '')} | `{_md(r.commit[:12])}` | {_md(r.author)} | "
-                    f"{_md(sig_text)} |"
+                    f"{_md(sig_text)} | {_md(r.synced or '-')} | {_md(r.healthy or '-')} |"
                 )
             out.append("")
         return "\n".join(out).rstrip() + "\n"
@@ -517,4 +524,24 @@ def run_audit(
             repo.close()
         report.deployments.extend(deployments)
         report.findings.extend(findings)
+    _add_road(report, settings.git.workdir)
     return report
+
+
+def _add_road(report: AuditReport, workdir: Path) -> None:
+    """Each revision's `synced` and `healthy` times from the health read-back's
+    road, where `run` kept one (git alone cannot say when a cluster applied it)."""
+    from bridge.health.assessing import iso
+    from bridge.health.road import FILE_NAME, RoadStore
+
+    if not (Path(workdir) / FILE_NAME).is_file():
+        return
+    road = RoadStore.open(Path(workdir), read_only=True)
+    for d in report.deployments:
+        for r in d.history:
+            found = road.road(d.deployment_id, r.revision_id) if r.revision_id else None
+            if found is not None and r.kind != "delete":
+                r.synced, r.healthy = (
+                    iso(found.times.get("synced")),
+                    iso(found.times.get("healthy")),
+                )

@@ -2,8 +2,9 @@
 
 Wanted revisions come from the control plane; committed ones from the state
 files at the remote head of each target; the last error from the last
-`run` cycle's `status.json` in the workdir. Reads only; writes nothing but
-the bridge's own local clone cache.
+`run` cycle's `status.json` in the workdir; sync, health and lead time from
+the health sources (bridge.commands.healthstatus). Reads only; writes nothing
+but the bridge's own local clone cache.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from bridge.formats.state import MAX_STATE_BYTES, STATE_FILE, DeploymentState
 from bridge.observability.display import escape, table
 
 
-def collect_status(settings: Settings) -> list[dict[str, Any]]:
+def collect_status(settings: Settings, health: Any = None) -> list[dict[str, Any]]:
+    """One row per deployment. `health`: the sources' word
+    (healthstatus.StatusHealth.gather); None: gathered here."""
+    from bridge.commands.healthstatus import StatusHealth
     from bridge.commands.statusfile import read_status
     from bridge.controlplane.client import ControlPlaneClient
+
+    if health is None:
+        health = StatusHealth.gather(settings)
 
     with ControlPlaneClient.from_settings(settings.control_plane) as client:
         listing = client.list_listener_deployments()
@@ -31,7 +38,7 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
     held_ids = {h["id"] for t in held_deletions(last) for h in t["heldDeletions"]}
     rows: list[dict[str, Any]] = []
     for target in settings.targets:
-        rows += _target_rows(settings, target, listing, last_errors, held_ids)
+        rows += _target_rows(settings, target, listing, last_errors, held_ids, health)
     seen = {row["id"] for row in rows}
     namespaces = set(listing.listener.namespaces)
     for dep in listing.deployments:
@@ -49,9 +56,13 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
                     wanted=dep.revision_id,
                     last_error=last_errors.get(dep.id) or unmanaged,
                 )
+                | health.fields(None, None)
             )
     for error in listing.invalid:
-        rows.append(_row(error.deployment_id, error.deployment_name, None, last_error=str(error)))
+        rows.append(
+            _row(error.deployment_id, error.deployment_name, None, last_error=str(error))
+            | health.fields(None, None)
+        )
     return sorted(rows, key=lambda r: (r["namespace"] or "", r["name"] or "", r["id"]))
 
 
@@ -104,6 +115,7 @@ def _target_rows(
     listing: Any,
     last_errors: dict[str, Any],
     held_ids: set[str],
+    health: Any,
 ) -> list[dict[str, Any]]:
     """One row per deployment the control plane lists for the target or its repo holds."""
     from bridge.publishing.repo import TargetRepo
@@ -116,6 +128,7 @@ def _target_rows(
     try:
         repo.sync()
         committed = _committed(repo, ns_dir)
+        assessed = health.assess(target, repo)
         ids = {d.id for d in listing.deployments if d.namespace == target.namespace}
         for dep_id in sorted(ids | set(committed)):
             dep = wanted.get(dep_id)
@@ -140,6 +153,7 @@ def _target_rows(
                     "lastError": last_errors.get(dep_id),
                     "deletionHeld": dep_id in held_ids,
                 }
+                | health.fields(committed_rev, assessed.get(dep_id), target.namespace)
             )
     finally:
         repo.close()
@@ -186,21 +200,31 @@ def format_held(targets: list[dict[str, Any]]) -> str:
     return "\n".join(escape(line) for line in lines)
 
 
-def format_status_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["NAMESPACE", "NAME", "WANTED", "COMMITTED", "COMMIT", "PUSHED", "LAST ERROR"]
-    return table(
-        headers,
-        (
-            [
-                r["namespace"] or "-",
-                r["name"] or "-",
-                (r["wantedRevision"] or "-")[:8],
-                (r["committedRevision"] or "-")[:8],
-                (r["commit"] or "-")[:12],
-                "yes" if r["pushed"] else "no",
-                # Escaped before it is cut: the 120 are characters as shown.
-                escape(r["lastError"] or "")[:120],
-            ]
-            for r in rows
-        ),
-    )
+def format_status_table(rows: list[dict[str, Any]], *, health: bool = False) -> str:
+    """The table; with `health`, sync, health, since when and lead time too
+    (and a note per row where one is due: per namespace, unreachable, why)."""
+    from bridge.commands.healthstatus import lead_time
+
+    headers = ["NAMESPACE", "NAME", "WANTED", "COMMITTED", "COMMIT", "PUSHED"]
+    if health:
+        headers += ["SYNC", "HEALTH", "SINCE", "LEAD TIME"]
+    headers.append("LAST ERROR" if not health else "LAST ERROR / HEALTH NOTE")
+
+    def cells(r: dict[str, Any]) -> list[Any]:
+        out = [
+            r["namespace"] or "-",
+            r["name"] or "-",
+            (r["wantedRevision"] or "-")[:8],
+            (r["committedRevision"] or "-")[:8],
+            (r["commit"] or "-")[:12],
+            "yes" if r["pushed"] else "no",
+        ]
+        note = r["lastError"] or ""
+        if health:
+            h = r["health"]
+            out += [h["sync"], h["status"], h["since"] or "-", lead_time(r["leadTimeSeconds"])]
+            note = note or r.get("healthNote") or ""
+        # Escaped before it is cut: the 120 are characters as shown.
+        return [*out, escape(note)[:120]]
+
+    return table(headers, (cells(r) for r in rows))
