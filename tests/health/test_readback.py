@@ -471,6 +471,32 @@ def test_the_status_command_from_a_shell(road: Road) -> None:
     }
 
 
+def test_stream_mode_follows_argocd_in_its_thread(road: Road) -> None:
+    """mode: stream: a list first, then the NDJSON stream's events, until stopped."""
+    import time
+
+    road.fake.apps[:] = [argocd_app(road, "alpha", road.commits["alpha"])]
+    settings = road.settings(
+        argocd={"url": road.fake.url, "tokenEnv": "ARGOCD_TOKEN", "mode": "stream"}
+    )
+    readback = ReadBack(settings, registry=CollectorRegistry())
+    assert readback.streamer is not None and readback.poller is None
+    readback.start()
+    try:
+        # A MODIFIED event on the open stream: Argo CD moved alpha to beta's commit.
+        road.fake.events.put(("MODIFIED", argocd_app(road, "alpha", road.commits["beta"])))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            applied = {o.applied for o in readback.store.snapshot() if o.source == "argocd"}
+            if applied == {road.commits["beta"]}:
+                break
+            time.sleep(0.05)
+        assert applied == {road.commits["beta"]}
+    finally:
+        readback.stop()
+    assert readback.streamer.follower.connections >= 1
+
+
 def test_the_run_loop_serves_the_hooks_and_reads_health_back(road: Road) -> None:
     """`gitops-bridge run --listen` as a real process: the hooks on its server,
     Argo CD polled each cycle, /metrics, and the word kept when it stops."""
@@ -492,11 +518,16 @@ def test_the_run_loop_serves_the_hooks_and_reads_health_back(road: Road) -> None
     try:
         loop.wait_cycles(1)
         host, port = loop.address.rsplit(":", 1)
-        body = flux_event(road, road.commits["beta"], when="2030-02-01T00:00:00Z")
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        conn.request("POST", "/hooks/flux", body=body, headers={"X-Signature": sign(body)})
-        assert conn.getresponse().status == 202
-        conn.close()
+        # A new rollout of beta's Kustomization: progressing, then finished.
+        for reason, when in (
+            ("Progressing", "2030-02-01T00:00:00Z"),
+            ("ReconciliationSucceeded", "2030-02-01T00:01:00Z"),
+        ):
+            body = flux_event(road, road.commits["beta"], when=when, reason=reason)
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("POST", "/hooks/flux", body=body, headers={"X-Signature": sign(body)})
+            assert conn.getresponse().status == 202, reason
+            conn.close()
         loop.wait_cycles(1)
         _, metrics = loop.get("/metrics")
         synced = (
@@ -511,4 +542,4 @@ def test_the_run_loop_serves_the_hooks_and_reads_health_back(road: Road) -> None
         assert loop.stop() == 0, loop.log()[-3000:]
     kept = json.loads((road.world.root / "workdir" / "health-observations.json").read_text())
     beta = [o for o in kept["observations"] if o["object"] == "flux-system/agents-beta"]
-    assert beta and beta[0]["at"] == "2030-02-01T00:00:00Z", beta
+    assert beta and beta[0]["at"] == "2030-02-01T00:01:00Z", beta
