@@ -387,7 +387,7 @@ class _TargetAudit:
         if parsed.kind == "delete":
             return problems
         state_path = str(self.base / wanted[0] / ns / wanted[1] / STATE_FILE)
-        state = _state(read_file(self.git_dir, rec.sha, state_path))
+        state = DeploymentState.from_bytes_or_none(read_file(self.git_dir, rec.sha, state_path))
         if state is None:
             problems.append(f"no readable {STATE_FILE} in the folder it deploys")
         elif state.deployment_id != tr.get("Deployment-Id"):
@@ -425,7 +425,7 @@ class _TargetAudit:
         for path in list_files(self.git_dir, head, base):
             p = PurePosixPath(path)
             if p.name == STATE_FILE and self.owned(path):
-                state = _state(read_file(self.git_dir, head, path))
+                state = DeploymentState.from_bytes_or_none(read_file(self.git_dir, head, path))
                 if state is not None:
                     current[state.deployment_id] = (str(p.parent), state)
         for dep_id, hist in self.deployments.items():
@@ -469,15 +469,6 @@ def _approval_problems(
             f"in {(last[0] if last else '?')[:12]}"
         )
     return problems
-
-
-def _state(data: bytes | None) -> DeploymentState | None:
-    if data is None:
-        return None
-    try:
-        return DeploymentState.from_bytes(data)
-    except ValueError:
-        return None
 
 
 def run_audit(

@@ -116,6 +116,14 @@ def flux_deployment_kustomizations(
     return out
 
 
+def _notification_metadata(name: str) -> dict[str, Any]:
+    return {
+        "labels": {"app.kubernetes.io/part-of": PART_OF},
+        "name": name,
+        "namespace": FLUX_NAMESPACE,
+    }
+
+
 def flux_provider(base: str) -> dict[str, Any]:
     """notification-controller's `generic-hmac` Provider: it signs each event
     with the Secret's `token` (`X-Signature: sha256=...`), which the bridge
@@ -123,11 +131,7 @@ def flux_provider(base: str) -> dict[str, Any]:
     return {
         "apiVersion": NOTIFICATION_API,
         "kind": "Provider",
-        "metadata": {
-            "labels": {"app.kubernetes.io/part-of": PART_OF},
-            "name": PROVIDER_NAME,
-            "namespace": FLUX_NAMESPACE,
-        },
+        "metadata": _notification_metadata(PROVIDER_NAME),
         "spec": {
             "address": base + FLUX_PATH,
             "secretRef": {"name": WEBHOOK_SECRET},
@@ -142,11 +146,7 @@ def flux_alert() -> dict[str, Any]:
     return {
         "apiVersion": NOTIFICATION_API,
         "kind": "Alert",
-        "metadata": {
-            "labels": {"app.kubernetes.io/part-of": PART_OF},
-            "name": ALERT_NAME,
-            "namespace": FLUX_NAMESPACE,
-        },
+        "metadata": _notification_metadata(ALERT_NAME),
         "spec": {
             "eventSeverity": "info",
             "eventSources": [

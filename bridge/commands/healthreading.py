@@ -65,19 +65,10 @@ class StateCache:
             for blob in missing:
                 if len(self._states) >= self._limit:
                     del self._states[next(iter(self._states))]
-                self._states[blob] = _parse(data.get(blob))
+                # Anyone who can push may have written it: one that does not
+                # parse is no deployment of ours (the cycle reports it).
+                self._states[blob] = DeploymentState.from_bytes_or_none(data.get(blob))
         return {b: s for b in wanted if (s := self._states.get(b)) is not None}
-
-
-def _parse(data: bytes | None) -> DeploymentState | None:
-    # Anyone who can push may have written it: one that does not parse is no
-    # deployment of ours (the cycle reports it; health just leaves it out).
-    if data is None:
-        return None
-    try:
-        return DeploymentState.from_bytes(data)
-    except ValueError:
-        return None
 
 
 def deployment_folders(

@@ -71,6 +71,18 @@ class DeploymentState:
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
 
     @classmethod
+    def from_bytes_or_none(cls, data: bytes | None) -> DeploymentState | None:
+        """`from_bytes`, or None for no file or one that does not parse: for readers
+        that show what git holds (audit, health) and leave a bad file out, since the
+        cycle is what reports it."""
+        if data is None:
+            return None
+        try:
+            return cls.from_bytes(data)
+        except ValueError:
+            return None
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> DeploymentState:
         """Parse a state file; UntrustedInput (a ValueError) naming the field when it
         is not one we can trust. Anyone who can push may have written it: every
