@@ -1,6 +1,8 @@
 """Builds a `Reconciler` from settings with the real collaborators: the control
-plane client, one branch publisher (a target's clone) per target, Kustomize
-validation, metrics and progress. Used by `run`, `diff`, `rekey`, `demo`.
+plane client, one publisher per target (a branch publisher over the target's
+clone, or in pull-request mode a pull-request publisher with its forge
+client), Kustomize validation, metrics and progress. Used by `run`, `diff`,
+`rekey`, `demo`.
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ def make_reconciler(
     transport: Any = None,
     progress: Any = None,
     sleep: Callable[[float], None] = time.sleep,
+    forge_hosts: Any = None,
 ) -> tuple[Reconciler, Callable[[], None]]:
     """A reconciler with the real collaborators, and a function that closes them.
-    `sleep` (retry and backoff waits) is injected so tests need no real time."""
+    `sleep` (retry and backoff waits) is injected so tests need no real time;
+    `forge_hosts` (a ForgeHosts) so that they need no real rate-limit waits."""
+    from bridge.commands.forging import make_forges
     from bridge.controlplane.client import ControlPlaneClient
     from bridge.publishing.repo import TargetRepo
+
+    # Forge clients first: their credentials are read now, so a missing token is
+    # a configuration error before anything is fetched or listed.
+    hosts, forges = make_forges(settings, forge_hosts)
+    if metrics is not None and forges:
+        metrics.watch_forges(hosts)
 
     client = ControlPlaneClient.from_settings(
         settings.control_plane,
@@ -53,12 +64,32 @@ def make_reconciler(
     publishers: dict[str, Publisher] = {}
 
     def open_publisher(target: Target) -> Publisher:
-        from bridge.publishing.publisher import BranchPublisher
-
         publisher = publishers.get(target.key)
         if publisher is None:
-            publisher = publishers[target.key] = BranchPublisher(TargetRepo(target, settings.git))
+            publisher = publishers[target.key] = _publisher(target)
         return publisher
+
+    def _publisher(target: Target) -> Publisher:
+        from bridge.commands.forging import deployment_link
+        from bridge.publishing.publisher import BranchPublisher
+        from bridge.publishing.pullrequest import PullRequestPublisher
+
+        repo = TargetRepo(target, settings.git)
+        forge = forges.get(target.key)
+        pull = target.publish.pull_request
+        if forge is None or pull is None:
+            return BranchPublisher(repo)
+        ns = target.namespace
+        return PullRequestPublisher(
+            repo,
+            forge,
+            pull,
+            clock=hosts.clock.monotonic,
+            link=lambda dep_id: deployment_link(settings, dep_id),
+            on_merged=(lambda p: metrics.pull_merged(ns, p.number))
+            if metrics is not None
+            else None,
+        )
 
     def on_event(name: str, data: Mapping[str, object]) -> None:
         if progress is not None:
@@ -85,4 +116,10 @@ def make_reconciler(
         on_event=on_event,
         confirm_gone=client.confirm_gone,
     )
-    return reconciler, client.close
+
+    def close() -> None:
+        client.close()
+        for forge in forges.values():
+            forge.close()
+
+    return reconciler, close

@@ -97,6 +97,29 @@ class CommitWriter:
         self.clone.set_head(sha)
         return sha
 
+    def commit_merge(self, tree: str, other: str, message: str) -> str:
+        """A merge commit of the local head and `other` whose tree is `tree` (the
+        pull-request publisher's merge of the base into its head), signed like
+        every commit, and the branch moved onto it by compare-and-swap."""
+        if not message.strip():
+            raise ValueError("empty commit message")
+        self.clone.ensure()
+        if self.signer.enabled and not self._signing_checked:
+            self.check_signing()
+        parent = self.clone.local_head()
+        if parent is None:
+            raise ValueError("a merge needs a branch to merge into")
+        sha = self._commit_tree(tree, parent, message, also=(other,))
+        moved = self.clone.git(
+            "update-ref", "-m", "gitops-bridge merge", self.clone.local_ref, sha, parent
+        )
+        if moved.returncode != 0:
+            raise self.clone.broken("update-ref", moved.stderr, mark=False)
+        self.clone.listing = None
+        self._index_tree = None
+        self.clone.set_head(sha)
+        return sha
+
     def commit_all(
         self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
     ) -> list[str | None]:
@@ -394,7 +417,9 @@ class CommitWriter:
         except KeyError as e:
             raise self.clone.broken("fast-import", f"no object id for {what} {e}") from e
 
-    def _commit_tree(self, tree: str, parent: str | None, message: str) -> str:
+    def _commit_tree(
+        self, tree: str, parent: str | None, message: str, *, also: Sequence[str] = ()
+    ) -> str:
         config, flags = self.signer.commit_tree_args()
         s = self.clone.settings
         env = {
@@ -405,7 +430,8 @@ class CommitWriter:
             "GIT_COMMITTER_NAME": s.author_name,
             "GIT_COMMITTER_EMAIL": s.author_email,
         }
-        args = ["commit-tree", tree, *(["-p", parent] if parent else []), *flags, "-F", "-"]
+        parents = [p for parent_id in (parent, *also) if parent_id for p in ("-p", parent_id)]
+        args = ["commit-tree", tree, *parents, *flags, "-F", "-"]
         text = message if message.endswith("\n") else message + "\n"
         result = self.clone.git(*args, input=text.encode(), env=env, config=config)
         if result.returncode != 0:

@@ -1,0 +1,63 @@
+"""Forge clients of pull-request targets, made from settings: one `ForgeHosts`
+per process (every client of a forge host shares its write budget and its
+rate-limit waits) and one client per target. Tokens are read here, at
+start-up, and handed to the log scrubber before any request is made: a
+missing environment variable or an unreadable key file is a configuration
+error (exit 2) before anything happens.
+"""
+
+from __future__ import annotations
+
+from bridge.config import Settings, Target
+from bridge.forges import Forge, ForgeHosts, open_forge, token_source
+from bridge.observability.logs import register_secret
+
+
+def pull_request_targets(settings: Settings) -> list[Target]:
+    return [
+        t
+        for t in settings.targets
+        if t.publish.mode == "pull-request" and t.publish.pull_request is not None
+    ]
+
+
+def make_forge(target: Target, hosts: ForgeHosts, *, timeout: float = 10.0) -> Forge:
+    """The forge client of a pull-request target (ConfigError for bad credentials)."""
+    pull = target.publish.pull_request
+    if pull is None:
+        raise ValueError(f"target {target.namespace} is not in pull-request mode")
+    auth = pull.auth
+    # The env token was read with the settings (load_settings' env); hand it on.
+    environ = {auth.token_env: auth.token.reveal()} if auth.token_env and auth.token else {}
+    tokens = token_source(
+        pull.forge,
+        token_env=auth.token_env,
+        token_file=auth.token_file,
+        app_id=auth.app_id,
+        installation_id=auth.installation_id,
+        private_key_file=auth.private_key_file,
+        environ=environ,
+        clock=hosts.clock,
+        on_secret=register_secret,
+    )
+    return open_forge(
+        pull.forge,
+        repo_url=target.repo,
+        api_url=pull.api_url,
+        tokens=tokens,
+        hosts=hosts,
+        timeout=timeout,
+    )
+
+
+def make_forges(
+    settings: Settings, hosts: ForgeHosts | None = None
+) -> tuple[ForgeHosts, dict[str, Forge]]:
+    """Every pull-request target's client, by target key."""
+    hosts = hosts or ForgeHosts()
+    return hosts, {t.key: make_forge(t, hosts) for t in pull_request_targets(settings)}
+
+
+def deployment_link(settings: Settings, deployment_id: str) -> str:
+    """The deployment's address in the control plane's API (for pull request bodies)."""
+    return f"{settings.control_plane.url}/v2/deployments/{deployment_id}"
