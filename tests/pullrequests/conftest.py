@@ -110,6 +110,25 @@ class Bench:
         assert len(found) == 1, f"{len(found)} open pull requests for {head}"
         return found[0]
 
+    def texts(self) -> list[tuple[str, str]]:
+        """Everything the bridge wrote on the forge: titles, bodies, comments, and
+        every request body it sent (for the secret scan)."""
+        out: list[tuple[str, str]] = []
+        for n, p in sorted(self.state.pulls.items()):
+            out += [(f"#{n} title", p.title), (f"#{n} body", p.body)]
+            out += [(f"#{n} comment", c["body"]) for c in p.comments]
+        for e in self.state.exchanges:
+            out.append((f"{e.method} {e.path}", e.body.decode("utf-8", "replace")))
+        return out
+
+    def writes(self) -> list[str]:
+        """The API writes the bridge sent (method and path), in order."""
+        return [
+            f"{e.method} {e.path}"
+            for e in self.state.exchanges
+            if e.method != "GET" and ".git/" not in e.path
+        ]
+
     def sha(self, branch: str) -> str | None:
         return self.state.branch_sha(branch)
 

@@ -182,13 +182,15 @@ class Roller:
 
     def _settle(self, goal: Goal, remote: str | None, base_sha: str) -> Rolled:
         """Nothing to propose: close what is open, delete a spent head branch."""
-        if remote is None:
-            return Rolled(self._report(goal, "none"), [])
+        # Asked even without a head branch (the forge may have deleted it after the
+        # merge): the last pull request is what `status` reports (cached lookups).
         lookup = self.desk.lookup(goal.branch, (base_sha, remote, None))
         pull = lookup.open
-        foreign = self._foreign(base_sha, remote, goal.branch)
-        if foreign is not None and not self._spent(
-            goal.branch, remote, base_sha, lookup.last_closed
+        foreign = self._foreign(base_sha, remote, goal.branch) if remote is not None else None
+        if (
+            remote is not None
+            and foreign is not None
+            and not self._spent(goal.branch, remote, base_sha, lookup.last_closed)
         ):
             # Commits by others: theirs to close; the bridge reports and waits.
             if pull is not None:
@@ -204,7 +206,8 @@ class Roller:
                 pull.url,
                 extra={"target": self.target, "event": "pull-closed"},
             )
-        self.branches.delete_remote(goal.branch, remote)
+        if remote is not None:
+            self.branches.delete_remote(goal.branch, remote)
         if pull is not None:
             return Rolled(self._report(goal, "closed", pull), [])
         closed = lookup.last_closed
