@@ -129,7 +129,8 @@ class Roller:
         pushed = Pusher(clone).push()
         if pushed:
             self.desk.forget(goal.branch)
-        pull = self._publish_pull(goal, lookup.open, texts, tip)
+        # Not the open pull request when the start closed it (superseded).
+        pull = self._publish_pull(goal, lookup.open if live else None, texts, tip)
         shas = [made[p] if p is not None else None for p in positions]
         return Rolled(self._report(goal, "open", pull), shas, pushed, merged)
 
