@@ -8,6 +8,8 @@ error (exit 2) before anything happens.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bridge.config import Settings, Target
 from bridge.forges import Forge, ForgeHosts, open_forge, token_source
 from bridge.observability.logs import register_secret
@@ -61,3 +63,18 @@ def make_forges(
 def deployment_link(settings: Settings, deployment_id: str) -> str:
     """The deployment's address in the control plane's API (for pull request bodies)."""
     return f"{settings.control_plane.url}/v2/deployments/{deployment_id}"
+
+
+def use_forge_credentials(repo: Any, forge: Forge, target: Target) -> None:
+    """Git over HTTPS to a pull-request target authenticates with its forge's
+    token (the askpass transport, never a URL), for `status` and `audit` too."""
+    repo.clone.transport.use_credentials(
+        forge.git_credentials, origin=f"publish.pullRequest.auth of target {target.namespace}"
+    )
+
+
+def pull_forge(target: Target) -> Forge | None:
+    """A pull-request target's forge client for a read-only command (None: push mode)."""
+    if target.publish.mode != "pull-request" or target.publish.pull_request is None:
+        return None
+    return make_forge(target, ForgeHosts())

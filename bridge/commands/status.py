@@ -17,6 +17,7 @@ from bridge.observability.display import escape, table
 
 
 def collect_status(settings: Settings) -> list[dict[str, Any]]:
+    from bridge.commands.pullstatus import pulls_of
     from bridge.commands.statusfile import read_status
     from bridge.controlplane.client import ControlPlaneClient
 
@@ -29,9 +30,12 @@ def collect_status(settings: Settings) -> list[dict[str, Any]]:
         if isinstance(o, dict) and o.get("deployment_id")
     }
     held_ids = {h["id"] for t in held_deletions(last) for h in t["heldDeletions"]}
+    pulls = pulls_of(last)
     rows: list[dict[str, Any]] = []
     for target in settings.targets:
-        rows += _target_rows(settings, target, listing, last_errors, held_ids)
+        rows += _target_rows(
+            settings, target, listing, last_errors, held_ids, pulls.get(target.namespace, [])
+        )
     seen = {row["id"] for row in rows}
     namespaces = set(listing.listener.namespaces)
     for dep in listing.deployments:
@@ -77,6 +81,7 @@ def _row(
         "inControlPlane": True,
         "lastError": last_error,
         "deletionHeld": False,
+        "pullRequest": None,
     }
 
 
@@ -104,8 +109,11 @@ def _target_rows(
     listing: Any,
     last_errors: dict[str, Any],
     held_ids: set[str],
+    pulls: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """One row per deployment the control plane lists for the target or its repo holds."""
+    from bridge.commands.forging import pull_forge, use_forge_credentials
+    from bridge.commands.pullstatus import add_pull_states
     from bridge.publishing.repo import TargetRepo
 
     cluster = target.cluster or listing.listener.compute_id
@@ -113,6 +121,9 @@ def _target_rows(
     wanted = {d.id: d for d in listing.deployments}
     rows = []
     repo = TargetRepo(target, settings.git)
+    forge = pull_forge(target)
+    if forge is not None:
+        use_forge_credentials(repo, forge, target)
     try:
         repo.sync()
         committed = _committed(repo, ns_dir)
@@ -139,10 +150,14 @@ def _target_rows(
                     "inControlPlane": dep is not None,
                     "lastError": last_errors.get(dep_id),
                     "deletionHeld": dep_id in held_ids,
+                    "pullRequest": None,  # pull-request targets: set below
                 }
             )
+        add_pull_states(rows, target, pulls, repo)
     finally:
         repo.close()
+        if forge is not None:
+            forge.close()
     return rows
 
 
@@ -187,7 +202,13 @@ def format_held(targets: list[dict[str, Any]]) -> str:
 
 
 def format_status_table(rows: list[dict[str, Any]]) -> str:
+    from bridge.commands.pullstatus import describe
+
     headers = ["NAMESPACE", "NAME", "WANTED", "COMMITTED", "COMMIT", "PUSHED", "LAST ERROR"]
+    # The column of pull-request mode only where a target is in it.
+    review = any(r.get("pullRequest") for r in rows)
+    if review:
+        headers.insert(6, "PULL REQUEST")
     return table(
         headers,
         (
@@ -198,6 +219,7 @@ def format_status_table(rows: list[dict[str, Any]]) -> str:
                 (r["committedRevision"] or "-")[:8],
                 (r["commit"] or "-")[:12],
                 "yes" if r["pushed"] else "no",
+                *([escape(describe(r.get("pullRequest")))[:160]] if review else []),
                 # Escaped before it is cut: the 120 are characters as shown.
                 escape(r["lastError"] or "")[:120],
             ]
