@@ -82,6 +82,8 @@ class Revision:
     approved_by: str | None = None  # Approved-By of an approved deletion
     # Pull-request mode: the pull request that carried it, who approved and merged it.
     review: dict[str, Any] | None = None
+    # An approved deletion in pull-request mode: the held-deletions pull request's review.
+    approval_review: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,6 +130,7 @@ class AuditReport:
                             "signature": r.signature,
                             "approvedBy": r.approved_by,
                             "review": r.review,
+                            "approvalReview": r.approval_review,
                         }
                         for r in d.history
                     ],
@@ -184,6 +187,8 @@ class AuditReport:
                 change = f"{r.kind} (approved by {r.approved_by})" if r.approved_by else r.kind
                 if r.review:
                     change += f" ({describe_review(r.review)})"
+                if r.approval_review:
+                    change += f" (deletion approved in {describe_review(r.approval_review)})"
                 out.append(
                     f"| {_md(r.time)} | {_md(change)} | `{_md(r.revision_id or '-')}` | "
                     f"{_md(r.image or '')} | `{_md(r.commit[:12])}` | {_md(r.author)} | "
@@ -291,6 +296,7 @@ class _TargetAudit:
         self.deployments: dict[str, DeploymentHistory] = {}
         self.findings: list[Finding] = []
         self.reviews = reviews
+        self.landed: dict[str, dict[str, Any]] = {}  # commit -> review of its pull request
 
     def owned(self, path: str) -> tuple[str, str] | bool | None:
         """(cluster, folder) for a path in a deployment folder; True for shared files."""
@@ -322,6 +328,10 @@ class _TargetAudit:
             elif o is True:
                 shared = True
         if not folders and not shared:
+            # The merge of a held-deletions pull request touches only the approval
+            # file: noted, so the deletions it approves get its review.
+            if self.reviews is not None and parse(rec.message) is None:
+                self._reviewed(rec, folders)
             return
         who = f"{rec.author_name} <{rec.author_email}>"
         parsed = parse(rec.message)
@@ -359,8 +369,20 @@ class _TargetAudit:
                 author=who,
                 signature=sig,
                 approved_by=parsed.approved_by,
+                approval_review=self._approval_review(rec, wanted[0])
+                if parsed.approved_by
+                else None,
             )
         )
+
+    def _approval_review(self, rec: CommitRecord, cluster: str) -> dict[str, Any] | None:
+        """Pull-request mode: the review of the pull request that merged the approval
+        file an approved deletion rests on (who approved and merged it)."""
+        if self.reviews is None or not rec.parents:
+            return None
+        path = str(self.base / cluster / self.ns / APPROVAL_FILE)
+        last = last_author(self.git_dir, rec.parents[0], path)
+        return self.landed.get(last[0]) if last else None
 
     def _reviewed(self, rec: CommitRecord, folders: set[tuple[str, str]]) -> bool:
         """A commit of pull-request mode that is not drift: the bridge's merge of
@@ -373,6 +395,7 @@ class _TargetAudit:
         if review is None:
             return False
         carried = self.reviews.carried(rec)
+        self.landed.update(dict.fromkeys({rec.sha, *carried}, review))
         for hist in self.deployments.values():
             for revision in hist.history:
                 if revision.commit in carried:

@@ -13,6 +13,7 @@ from typing import Any
 from bridge.config import Settings, Target
 from bridge.forges import Forge, ForgeHosts, open_forge, token_source
 from bridge.observability.logs import register_secret
+from bridge.reconcile.plans import Publisher
 
 
 def pull_request_targets(settings: Settings) -> list[Target]:
@@ -58,6 +59,30 @@ def make_forges(
     """Every pull-request target's client, by target key."""
     hosts = hosts or ForgeHosts()
     return hosts, {t.key: make_forge(t, hosts) for t in pull_request_targets(settings)}
+
+
+def make_publisher(
+    settings: Settings, target: Target, forge: Forge | None, hosts: ForgeHosts, metrics: Any
+) -> Publisher:
+    """The target's publisher: a pull-request publisher when it has a forge client
+    (publish.mode: pull-request), else push mode's branch publisher."""
+    from bridge.publishing.publisher import BranchPublisher
+    from bridge.publishing.pullrequest import PullRequestPublisher
+    from bridge.publishing.repo import TargetRepo
+
+    repo = TargetRepo(target, settings.git)
+    pull = target.publish.pull_request
+    if forge is None or pull is None:
+        return BranchPublisher(repo)
+    ns = target.namespace
+    return PullRequestPublisher(
+        repo,
+        forge,
+        pull,
+        clock=hosts.clock.monotonic,
+        link=lambda dep_id: deployment_link(settings, dep_id),
+        on_merged=(lambda p: metrics.pull_merged(ns, p.number)) if metrics is not None else None,
+    )
 
 
 def deployment_link(settings: Settings, deployment_id: str) -> str:

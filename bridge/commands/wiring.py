@@ -36,9 +36,8 @@ def make_reconciler(
     """A reconciler with the real collaborators, and a function that closes them.
     `sleep` (retry and backoff waits) is injected so tests need no real time;
     `forge_hosts` (a ForgeHosts) so that they need no real rate-limit waits."""
-    from bridge.commands.forging import make_forges
+    from bridge.commands.forging import make_forges, make_publisher
     from bridge.controlplane.client import ControlPlaneClient
-    from bridge.publishing.repo import TargetRepo
 
     # Forge clients first: their credentials are read now, so a missing token is
     # a configuration error before anything is fetched or listed.
@@ -66,42 +65,12 @@ def make_reconciler(
     def open_publisher(target: Target) -> Publisher:
         publisher = publishers.get(target.key)
         if publisher is None:
-            publisher = publishers[target.key] = _publisher(target)
+            publisher = publishers[target.key] = make_publisher(
+                settings, target, forges.get(target.key), hosts, metrics
+            )
         return publisher
 
-    def _publisher(target: Target) -> Publisher:
-        from bridge.commands.forging import deployment_link
-        from bridge.publishing.publisher import BranchPublisher
-        from bridge.publishing.pullrequest import PullRequestPublisher
-
-        repo = TargetRepo(target, settings.git)
-        forge = forges.get(target.key)
-        pull = target.publish.pull_request
-        if forge is None or pull is None:
-            return BranchPublisher(repo)
-        ns = target.namespace
-        return PullRequestPublisher(
-            repo,
-            forge,
-            pull,
-            clock=hosts.clock.monotonic,
-            link=lambda dep_id: deployment_link(settings, dep_id),
-            on_merged=(lambda p: metrics.pull_merged(ns, p.number))
-            if metrics is not None
-            else None,
-        )
-
-    def on_event(name: str, data: Mapping[str, object]) -> None:
-        if progress is not None:
-            progress.on_event(name, data)
-        if metrics is None:
-            return
-        if name == "commit":
-            metrics.commit(str(data["target"]), str(data["kind"]))
-        elif name == "push":
-            metrics.push(str(data["target"]), str(data["outcome"]))
-        elif name == "internal-error":
-            metrics.internal_error(str(data["where"]))
+    on_event = _events(progress, metrics)
 
     reconciler = Reconciler(
         settings,
@@ -123,3 +92,21 @@ def make_reconciler(
             forge.close()
 
     return reconciler, close
+
+
+def _events(progress: Any, metrics: Any) -> Callable[[str, Mapping[str, object]], None]:
+    """The cycle's events, to the progress display and the metrics."""
+
+    def on_event(name: str, data: Mapping[str, object]) -> None:
+        if progress is not None:
+            progress.on_event(name, data)
+        if metrics is None:
+            return
+        if name == "commit":
+            metrics.commit(str(data["target"]), str(data["kind"]))
+        elif name == "push":
+            metrics.push(str(data["target"]), str(data["outcome"]))
+        elif name == "internal-error":
+            metrics.internal_error(str(data["where"]))
+
+    return on_event

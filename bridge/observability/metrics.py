@@ -79,6 +79,18 @@ class Metrics:
             f"Failing deployments beyond the first {MAX_DEPLOYMENT_SERIES} series.",
             registry=r,
         )
+        self._pull_metrics()
+        self._lock = threading.Lock()
+        self._failing: set[tuple[str, str, str]] = set()
+        self._state_keys: set[tuple[str, str]] = set()
+        self._merged: set[tuple[str, int]] = set()
+        self._pull_keys: set[tuple[str, str]] = set()
+
+    def _pull_metrics(self) -> None:
+        """Pull-request mode's series (bounded labels: targets, two kinds)."""
+        from prometheus_client import Counter, Gauge
+
+        r = self.registry
         self.pulls_open = Gauge(
             "gitops_bridge_pull_requests_open",
             "Open pull requests of pull-request targets (paused ones included), by kind "
@@ -98,11 +110,6 @@ class Metrics:
             ["target"],
             registry=r,
         )
-        self._lock = threading.Lock()
-        self._failing: set[tuple[str, str, str]] = set()
-        self._state_keys: set[tuple[str, str]] = set()
-        self._merged: set[tuple[str, int]] = set()
-        self._pull_keys: set[tuple[str, str]] = set()
 
     # -- hooks used by the reconciler wiring (running.make_reconciler)
     def control_plane_request(self, status: str) -> None:

@@ -97,29 +97,6 @@ class CommitWriter:
         self.clone.set_head(sha)
         return sha
 
-    def commit_merge(self, tree: str, other: str, message: str) -> str:
-        """A merge commit of the local head and `other` whose tree is `tree` (the
-        pull-request publisher's merge of the base into its head), signed like
-        every commit, and the branch moved onto it by compare-and-swap."""
-        if not message.strip():
-            raise ValueError("empty commit message")
-        self.clone.ensure()
-        if self.signer.enabled and not self._signing_checked:
-            self.check_signing()
-        parent = self.clone.local_head()
-        if parent is None:
-            raise ValueError("a merge needs a branch to merge into")
-        sha = self._commit_tree(tree, parent, message, also=(other,))
-        moved = self.clone.git(
-            "update-ref", "-m", "gitops-bridge merge", self.clone.local_ref, sha, parent
-        )
-        if moved.returncode != 0:
-            raise self.clone.broken("update-ref", moved.stderr, mark=False)
-        self.clone.listing = None
-        self._index_tree = None
-        self.clone.set_head(sha)
-        return sha
-
     def commit_all(
         self, commits: Sequence[tuple[str, Mapping[str, bytes], Iterable[str]]]
     ) -> list[str | None]:
@@ -454,3 +431,26 @@ def _quote(path: str) -> bytes:
     pushed) can be misread or end the line."""
     raw = path.encode("utf-8", "surrogateescape")
     return b'"' + (raw if PLAIN_PATH.match(raw) else c_quote(raw)) + b'"'
+
+
+def commit_merge(writer: CommitWriter, tree: str, other: str, message: str) -> str:
+    """A merge commit of the writer's local head and `other` whose tree is `tree`
+    (the pull-request publisher's merge of the base into its head), signed like
+    every commit, and the branch moved onto it by compare-and-swap."""
+    if not message.strip():
+        raise ValueError("empty commit message")
+    clone = writer.clone
+    clone.ensure()
+    if writer.signer.enabled and not writer._signing_checked:
+        writer.check_signing()
+    parent = clone.local_head()
+    if parent is None:
+        raise ValueError("a merge needs a branch to merge into")
+    sha = writer._commit_tree(tree, parent, message, also=(other,))
+    moved = clone.git("update-ref", "-m", "gitops-bridge merge", clone.local_ref, sha, parent)
+    if moved.returncode != 0:
+        raise clone.broken("update-ref", moved.stderr, mark=False)
+    clone.listing = None
+    writer._index_tree = None
+    clone.set_head(sha)
+    return sha

@@ -3,6 +3,7 @@ native feature, and one pull request per deployment, on the three forges."""
 
 from __future__ import annotations
 
+from bridge.commands.audit import run_audit
 from bridge.reconcile.outcomes import CycleReport, PullReport
 from tests.pullrequests.conftest import BASE, HEAD, Bench
 from tests.pullrequests.test_lifecycle import changes_pull
@@ -47,6 +48,17 @@ def test_held_deletions_go_in_their_own_pull_request(bench: Bench) -> None:
     bench.state.merge(changes.number)
     tree = bench.tree(BASE)
     assert not any("/a1/" in p for p in tree) and any("/a4/" in p for p in tree)
+
+    # audit: each deletion rests on the held pull request, approved by alice, merged by carol.
+    audit = run_audit(bench.settings())
+    assert audit.findings == []
+    deletes = [r for d in audit.deployments for r in d.history if r.kind == "delete"]
+    assert len(deletes) == 3
+    for revision in deletes:
+        assert revision.review is not None and revision.review["pullRequest"] == changes.number
+        approval = revision.approval_review
+        assert approval is not None and approval["pullRequest"] == held_pr.number
+        assert approval["mergedBy"] == "carol" and approval["approvedBy"] == ["alice"]
 
 
 def test_auto_merge_uses_the_forges_own_feature(bench: Bench) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from bridge.formats.objects import blob_id
 from bridge.publishing.pullrequest.branches import HeadBranches
 from bridge.publishing.pullrequest.ownership import Layout, merge_message
-from bridge.publishing.writing import CommitWriter
+from bridge.publishing.writing import CommitWriter, commit_merge
 
 
 def merge_base_into_head(
@@ -59,4 +59,4 @@ def merge_base_into_head(
     ]
     changed += [(p, None) for p in base_tree if p not in merged]
     tree = branches.make_tree(base_sha, changed)
-    return writer.commit_merge(tree, base_sha, merge_message(base, head_branch))
+    return commit_merge(writer, tree, base_sha, merge_message(base, head_branch))
