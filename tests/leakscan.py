@@ -145,3 +145,13 @@ def scan_repo(path: Path, needles: Iterable[str]) -> list[str]:
         for file in _files(work_tree, skip=git_dir):
             _scan(str(file), file.read_bytes(), wanted, found)
     return list(dict.fromkeys(found))
+
+
+def scan_texts(texts: Iterable[tuple[str, str]], needles: Iterable[str]) -> list[str]:
+    """Every needle found in named texts (e.g. a forge's pull request titles,
+    bodies and comments), as "<name>: <preview>…"."""
+    found: list[str] = []
+    wanted = _needles(needles)
+    for name, text in texts:
+        _scan(name, text.encode("utf-8"), wanted, found)
+    return found

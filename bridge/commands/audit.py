@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bridge.commands.pullaudit import Reviews, reviews_for
+from bridge.commands.pullaudit import describe as describe_review
 from bridge.config import Settings, Target
 from bridge.formats.approvals import (
     APPROVAL_FILE,
@@ -82,6 +84,10 @@ class Revision:
     # read-back saw it (the road `run` keeps in the workdir); None: not known.
     synced: str | None = None
     healthy: str | None = None
+    # Pull-request mode: the pull request that carried it, who approved and merged it.
+    review: dict[str, Any] | None = None
+    # An approved deletion in pull-request mode: the held-deletions pull request's review.
+    approval_review: dict[str, Any] | None = None
 
 
 @dataclass
@@ -129,6 +135,8 @@ class AuditReport:
                             "approvedBy": r.approved_by,
                             "synced": r.synced,
                             "healthy": r.healthy,
+                            "review": r.review,
+                            "approvalReview": r.approval_review,
                         }
                         for r in d.history
                     ],
@@ -184,6 +192,10 @@ class AuditReport:
                 sig = r.signature
                 sig_text = sig["status"] + (f" by {sig['signer']}" if sig.get("signer") else "")
                 change = f"{r.kind} (approved by {r.approved_by})" if r.approved_by else r.kind
+                if r.review:
+                    change += f" ({describe_review(r.review)})"
+                if r.approval_review:
+                    change += f" (deletion approved in {describe_review(r.approval_review)})"
                 out.append(
                     f"| {_md(r.time)} | {_md(change)} | `{_md(r.revision_id or '-')}` | "
                     f"{_md(r.image or '')} | `{_md(r.commit[:12])}` | {_md(r.author)} | "
@@ -245,12 +257,14 @@ def audit_target(
     gnupg_home: Path | None,
     signing_key: str | None,
     require_signed: bool,
+    reviews: Reviews | None = None,
 ) -> tuple[list[DeploymentHistory], list[Finding]]:
     if head is None:
         return [], []
     audit = _TargetAudit(
         target,
         git_dir,
+        reviews=reviews,
         bridge_email=bridge_email,
         checked=allowed_signers is not None or (signing_key is not None and gnupg_home is not None),
         signing_key=signing_key,
@@ -271,6 +285,7 @@ class _TargetAudit:
         target: Target,
         git_dir: Path,
         *,
+        reviews: Reviews | None = None,
         bridge_email: str,
         checked: bool,
         signing_key: str | None,
@@ -287,6 +302,8 @@ class _TargetAudit:
         self.require_signed = require_signed
         self.deployments: dict[str, DeploymentHistory] = {}
         self.findings: list[Finding] = []
+        self.reviews = reviews
+        self.landed: dict[str, dict[str, Any]] = {}  # commit -> review of its pull request
 
     def owned(self, path: str) -> tuple[str, str] | bool | None:
         """(cluster, folder) for a path in a deployment folder; True for shared files."""
@@ -318,9 +335,15 @@ class _TargetAudit:
             elif o is True:
                 shared = True
         if not folders and not shared:
+            # The merge of a held-deletions pull request touches only the approval
+            # file: noted, so the deletions it approves get its review.
+            if self.reviews is not None and parse(rec.message) is None:
+                self._reviewed(rec, folders)
             return
         who = f"{rec.author_name} <{rec.author_email}>"
         parsed = parse(rec.message)
+        if parsed is None and self.reviews is not None and self._reviewed(rec, folders):
+            return
         if parsed is None:
             self._find(
                 "drift", rec, "a commit not made by the bridge changed files the bridge owns"
@@ -353,8 +376,63 @@ class _TargetAudit:
                 author=who,
                 signature=sig,
                 approved_by=parsed.approved_by,
+                approval_review=self._approval_review(rec, wanted[0])
+                if parsed.approved_by
+                else None,
             )
         )
+
+    def _approval_review(self, rec: CommitRecord, cluster: str) -> dict[str, Any] | None:
+        """Pull-request mode: the review of the pull request that merged the approval
+        file an approved deletion rests on (who approved and merged it)."""
+        if self.reviews is None or not rec.parents:
+            return None
+        path = str(self.base / cluster / self.ns / APPROVAL_FILE)
+        last = last_author(self.git_dir, rec.parents[0], path)
+        return self.landed.get(last[0]) if last else None
+
+    def _reviewed(self, rec: CommitRecord, folders: set[tuple[str, str]]) -> bool:
+        """A commit of pull-request mode that is not drift: the bridge's merge of
+        the base into its head, or a merge or squash of the bridge's pull request
+        that the forge vouches for (its revisions get the review)."""
+        assert self.reviews is not None
+        if self.reviews.own_merge(rec):
+            return True
+        review = self.reviews.landing(rec)
+        if review is None:
+            return False
+        carried = self.reviews.carried(rec)
+        self.landed.update(dict.fromkeys({rec.sha, *carried}, review))
+        for hist in self.deployments.values():
+            for revision in hist.history:
+                if revision.commit in carried:
+                    revision.review = review
+        if carried:
+            return True
+        # A squash: the forge's commit carries the revisions; the state files say which.
+        who = f"{rec.author_name} <{rec.author_email}>"
+        for cluster, folder in sorted(folders):
+            path = str(self.base / cluster / self.ns / folder / STATE_FILE)
+            state = DeploymentState.from_bytes_or_none(read_file(self.git_dir, rec.sha, path))
+            if state is None:
+                continue
+            hist = self.deployments.setdefault(
+                state.deployment_id,
+                DeploymentHistory(self.ns, cluster, self.ns, folder, state.deployment_id),
+            )
+            hist.history.append(
+                Revision(
+                    kind="deploy",
+                    revision_id=state.revision_id,
+                    image=state.image,
+                    commit=rec.sha,
+                    time=rec.commit_time,
+                    author=who,
+                    signature=_signature(rec, None, None, False),
+                    review=review,
+                )
+            )
+        return True
 
     def _find(self, kind: str, rec: CommitRecord, what: str, *, paths: bool = True) -> None:
         who = f"{rec.author_name} <{rec.author_email}>"
@@ -479,6 +557,7 @@ def run_audit(
     open_repo: Callable[[Target], Any] | None = None,
 ) -> AuditReport:
     """Fetch each target and audit its history; GitError when a remote cannot be read."""
+    from bridge.commands.forging import use_forge_credentials
     from bridge.publishing.repo import TargetRepo
 
     opener = open_repo or (lambda t: TargetRepo(t, settings.git))
@@ -489,7 +568,11 @@ def run_audit(
     ]
     for target in targets:
         repo = opener(target)
+        reviews: Reviews | None = None
         try:
+            reviews = reviews_for(settings, target, repo.path)
+            if reviews is not None:
+                use_forge_credentials(repo, reviews.forge, target)
             head = repo.sync()
             report.targets.append(
                 {
@@ -510,8 +593,11 @@ def run_audit(
                 gnupg_home=signing.gnupg_home if signing and signing.format == "openpgp" else None,
                 signing_key=signing.key if signing and signing.format == "openpgp" else None,
                 require_signed=signing is not None,
+                reviews=reviews,
             )
         finally:
+            if reviews is not None:
+                reviews.close()
             repo.close()
         report.deployments.extend(deployments)
         report.findings.extend(findings)

@@ -21,6 +21,7 @@ def collect_status(settings: Settings, health: Any = None) -> list[dict[str, Any
     """One row per deployment. `health`: the sources' word
     (healthstatus.StatusHealth.gather); None: gathered here."""
     from bridge.commands.healthstatus import StatusHealth
+    from bridge.commands.pullstatus import pulls_of
     from bridge.commands.statusfile import read_status
     from bridge.controlplane.client import ControlPlaneClient
 
@@ -36,9 +37,18 @@ def collect_status(settings: Settings, health: Any = None) -> list[dict[str, Any
         if isinstance(o, dict) and o.get("deployment_id")
     }
     held_ids = {h["id"] for t in held_deletions(last) for h in t["heldDeletions"]}
+    pulls = pulls_of(last)
     rows: list[dict[str, Any]] = []
     for target in settings.targets:
-        rows += _target_rows(settings, target, listing, last_errors, held_ids, health)
+        rows += _target_rows(
+            settings,
+            target,
+            listing,
+            last_errors,
+            held_ids,
+            health,
+            pulls.get(target.namespace, []),
+        )
     seen = {row["id"] for row in rows}
     namespaces = set(listing.listener.namespaces)
     for dep in listing.deployments:
@@ -88,6 +98,7 @@ def _row(
         "inControlPlane": True,
         "lastError": last_error,
         "deletionHeld": False,
+        "pullRequest": None,
     }
 
 
@@ -116,8 +127,11 @@ def _target_rows(
     last_errors: dict[str, Any],
     held_ids: set[str],
     health: Any,
+    pulls: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """One row per deployment the control plane lists for the target or its repo holds."""
+    from bridge.commands.forging import pull_forge, use_forge_credentials
+    from bridge.commands.pullstatus import add_pull_states
     from bridge.publishing.repo import TargetRepo
 
     cluster = target.cluster or listing.listener.compute_id
@@ -125,6 +139,9 @@ def _target_rows(
     wanted = {d.id: d for d in listing.deployments}
     rows = []
     repo = TargetRepo(target, settings.git)
+    forge = pull_forge(target)
+    if forge is not None:
+        use_forge_credentials(repo, forge, target)
     try:
         repo.sync()
         committed = _committed(repo, ns_dir)
@@ -152,11 +169,15 @@ def _target_rows(
                     "inControlPlane": dep is not None,
                     "lastError": last_errors.get(dep_id),
                     "deletionHeld": dep_id in held_ids,
+                    "pullRequest": None,  # pull-request targets: set below
                 }
                 | health.fields(committed_rev, assessed.get(dep_id), target.namespace)
             )
+        add_pull_states(rows, target, pulls, repo)
     finally:
         repo.close()
+        if forge is not None:
+            forge.close()
     return rows
 
 
@@ -202,10 +223,15 @@ def format_held(targets: list[dict[str, Any]]) -> str:
 
 def format_status_table(rows: list[dict[str, Any]], *, health: bool = False) -> str:
     """The table; with `health`, sync, health, since when and lead time too
-    (and a note per row where one is due: per namespace, unreachable, why)."""
+    (and a note per row where one is due: per namespace, unreachable, why);
+    a pull-request column only where a target is in pull-request mode."""
     from bridge.commands.healthstatus import lead_time
+    from bridge.commands.pullstatus import describe
 
+    review = any(r.get("pullRequest") for r in rows)
     headers = ["NAMESPACE", "NAME", "WANTED", "COMMITTED", "COMMIT", "PUSHED"]
+    if review:
+        headers.append("PULL REQUEST")
     if health:
         headers += ["SYNC", "HEALTH", "SINCE", "LEAD TIME"]
     headers.append("LAST ERROR" if not health else "LAST ERROR / HEALTH NOTE")
@@ -219,6 +245,8 @@ def format_status_table(rows: list[dict[str, Any]], *, health: bool = False) -> 
             (r["commit"] or "-")[:12],
             "yes" if r["pushed"] else "no",
         ]
+        if review:
+            out.append(escape(describe(r.get("pullRequest")))[:160])
         note = r["lastError"] or ""
         if health:
             h = r["health"]

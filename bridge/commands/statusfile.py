@@ -18,6 +18,7 @@ STATUS_FILE = "status.json"
 
 def write_status(settings: Settings, report: CycleReport, finished: float) -> None:
     """Keep the last cycle's results where `status` finds them (never secrets)."""
+    from bridge.commands.pullstatus import pull_reports
     from bridge.faults import fault_point
 
     fault_point("write-status")
@@ -44,6 +45,8 @@ def write_status(settings: Settings, report: CycleReport, finished: float) -> No
                 if t.held is None
                 else [{"id": i, "name": n} for i, n in t.held],
                 "approvalNotes": t.approval_notes,
+                # Pull-request mode: the target's pull requests (null: push mode).
+                "pullRequests": pull_reports(t.pulls),
             }
             for t in report.targets
         ],

@@ -1,6 +1,8 @@
 """Builds a `Reconciler` from settings with the real collaborators: the control
-plane client, one branch publisher (a target's clone) per target, Kustomize
-validation, metrics and progress. Used by `run`, `diff`, `rekey`, `demo`.
+plane client, one publisher per target (a branch publisher over the target's
+clone, or in pull-request mode a pull-request publisher with its forge
+client), Kustomize validation, metrics and progress. Used by `run`, `diff`,
+`rekey`, `demo`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,20 @@ def make_reconciler(
     progress: Any = None,
     sleep: Callable[[float], None] = time.sleep,
     client: Any = None,
+    forge_hosts: Any = None,
 ) -> tuple[Reconciler, Callable[[], None]]:
     """A reconciler with the real collaborators, and a function that closes them.
-    `sleep` (retry and backoff waits) is injected so tests need no real time.
+    `sleep` (retry and backoff waits) is injected so tests need no real time;
+    `forge_hosts` (a ForgeHosts) so that they need no real rate-limit waits.
     `client`: a control-plane client made by `make_client` and shared with
     others (the health read-back asks it for revisions); its owner closes it."""
-    from bridge.publishing.repo import TargetRepo
+    from bridge.commands.forging import make_forges, make_publisher
+
+    # Forge clients first: their credentials are read now, so a missing token is
+    # a configuration error before anything is fetched or listed.
+    hosts, forges = make_forges(settings, forge_hosts)
+    if metrics is not None and forges:
+        metrics.watch_forges(hosts)
 
     owned = client is None
     if client is None:
@@ -52,24 +62,14 @@ def make_reconciler(
     publishers: dict[str, Publisher] = {}
 
     def open_publisher(target: Target) -> Publisher:
-        from bridge.publishing.publisher import BranchPublisher
-
         publisher = publishers.get(target.key)
         if publisher is None:
-            publisher = publishers[target.key] = BranchPublisher(TargetRepo(target, settings.git))
+            publisher = publishers[target.key] = make_publisher(
+                settings, target, forges.get(target.key), hosts, metrics
+            )
         return publisher
 
-    def on_event(name: str, data: Mapping[str, object]) -> None:
-        if progress is not None:
-            progress.on_event(name, data)
-        if metrics is None:
-            return
-        if name == "commit":
-            metrics.commit(str(data["target"]), str(data["kind"]))
-        elif name == "push":
-            metrics.push(str(data["target"]), str(data["outcome"]))
-        elif name == "internal-error":
-            metrics.internal_error(str(data["where"]))
+    on_event = _events(progress, metrics)
 
     reconciler = Reconciler(
         settings,
@@ -84,7 +84,32 @@ def make_reconciler(
         on_event=on_event,
         confirm_gone=client.confirm_gone,
     )
-    return reconciler, client.close if owned else (lambda: None)
+
+    def close() -> None:
+        if owned:
+            client.close()
+        for forge in forges.values():
+            forge.close()
+
+    return reconciler, close
+
+
+def _events(progress: Any, metrics: Any) -> Callable[[str, Mapping[str, object]], None]:
+    """The cycle's events, to the progress display and the metrics."""
+
+    def on_event(name: str, data: Mapping[str, object]) -> None:
+        if progress is not None:
+            progress.on_event(name, data)
+        if metrics is None:
+            return
+        if name == "commit":
+            metrics.commit(str(data["target"]), str(data["kind"]))
+        elif name == "push":
+            metrics.push(str(data["target"]), str(data["outcome"]))
+        elif name == "internal-error":
+            metrics.internal_error(str(data["where"]))
+
+    return on_event
 
 
 def make_client(

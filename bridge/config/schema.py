@@ -22,6 +22,30 @@ _SSH_KEYS = {"keyFile": ("path", None), "knownHostsFile": ("path", None)}
 _HTTPS_KEYS = {"usernameEnv": ("str", None), "passwordEnv": ("str", None)}
 
 
+# `targets[].publish` (SPEC §6a); read by bridge.config.publishing.
+_PUBLISH_KEYS: dict[str, Any] = {
+    "mode": ("str", "push"),
+    "pullRequest": {
+        "forge": ("str", None),
+        "apiUrl": ("str", None),
+        "auth": {
+            "tokenEnv": ("str", None),
+            "tokenFile": ("path", None),
+            "appId": ("str", None),
+            "installationId": ("str", None),
+            "privateKeyFile": ("path", None),
+        },
+        "headBranch": ("str", None),
+        "granularity": ("str", "target"),
+        "labels": ("strlist", None),
+        "reviewers": ("strlist", None),
+        "assignees": ("strlist", None),
+        "draft": ("bool", False),
+        "autoMerge": {"method": ("str", None)},
+    },
+}
+
+
 _TARGET_KEYS: dict[str, Any] = {
     "namespace": ("str", None),
     "repo": ("str", None),
@@ -30,6 +54,7 @@ _TARGET_KEYS: dict[str, Any] = {
     "cluster": ("str", None),
     "ssh": _SSH_KEYS,
     "https": _HTTPS_KEYS,
+    "publish": _PUBLISH_KEYS,
 }
 
 

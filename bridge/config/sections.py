@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from bridge.config.publishing import check_pull_targets, publish_settings
 from bridge.config.reader import _check_unknown, _env_secret, _get, _Reader, _value
 from bridge.config.schema import _TARGET_KEYS, env_name
 from bridge.config.settings import (
@@ -442,6 +443,8 @@ def _targets(reader: _Reader, git_ssh: SshSettings, git_https: HttpsSettings) ->
                     ssh.known_hosts_file or git_ssh.known_hosts_file,
                 ),
                 https=https if https.password_env or https.username_env else git_https,
+                publish=publish_settings(reader, where, item, repo=repo, branch=branch),
             )
         )
+    check_pull_targets(reader, out)
     return tuple(out)

@@ -57,6 +57,46 @@ class HttpsSettings:
 
 
 @dataclass(frozen=True)
+class ForgeAuthSettings:
+    """Where the forge token comes from: names only (an env var, a file), never
+    the token. A GitHub App: its id, installation and private key file."""
+
+    token_env: str | None = None
+    # The value of `token_env`, read at load like every env secret (never printed).
+    token: Redacted | None = None
+    token_file: Path | None = None
+    app_id: str | None = None
+    installation_id: str | None = None
+    private_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class PullRequestSettings:
+    """`targets[].publish.pullRequest` (SPEC §6a)."""
+
+    forge: Literal["github", "gitlab", "gitea"]
+    auth: ForgeAuthSettings
+    head_branch: str  # the bridge's own branch; default gitops-bridge/<branch>
+    api_url: str | None = None  # None: the forge's default for the repo's host
+    granularity: Literal["target", "deployment"] = "target"
+    labels: tuple[str, ...] = ()
+    reviewers: tuple[str, ...] = ()  # users; "team:<slug>" for a team
+    assignees: tuple[str, ...] = ()
+    draft: bool = False
+    # The forge's native auto-merge with this method; None: a human merges.
+    auto_merge: Literal["merge", "squash", "rebase"] | None = None
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """`targets[].publish`: push straight to the branch (the default), or propose
+    every change in a pull request (SPEC §6a)."""
+
+    mode: Literal["push", "pull-request"] = "push"
+    pull_request: PullRequestSettings | None = None
+
+
+@dataclass(frozen=True)
 class Target:
     namespace: str
     repo: str
@@ -65,6 +105,8 @@ class Target:
     cluster: str | None = None
     ssh: SshSettings = field(default_factory=SshSettings)
     https: HttpsSettings = field(default_factory=HttpsSettings)
+    # Not in `key`: a target keeps its clone (and shard) when its mode changes.
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
     @property
     def key(self) -> str:

@@ -97,6 +97,23 @@ class ForgeClient:
     def find_pull(self, head: str, base: str) -> PullLookup:
         raise NotImplementedError
 
+    def get_pull(self, number: int) -> PullRequest:
+        raise NotImplementedError
+
+    def update_pull(
+        self, number: int, *, title: str | None = None, body: str | None = None
+    ) -> PullRequest:
+        raise NotImplementedError
+
+    def reviews(self, number: int) -> tuple[Review, ...]:
+        raise NotImplementedError
+
+    def enable_auto_merge(self, pull: PullRequest, method: MergeMethod) -> None:
+        raise NotImplementedError
+
+    def commit_statuses(self, sha: str) -> tuple[CommitStatus, ...]:
+        raise NotImplementedError
+
     def _create(self, new: NewPull) -> PullRequest | None:
         """Create, or None when the forge says one already exists for head and base."""
         raise NotImplementedError

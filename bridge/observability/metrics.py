@@ -79,9 +79,37 @@ class Metrics:
             f"Failing deployments beyond the first {MAX_DEPLOYMENT_SERIES} series.",
             registry=r,
         )
+        self._pull_metrics()
         self._lock = threading.Lock()
         self._failing: set[tuple[str, str, str]] = set()
         self._state_keys: set[tuple[str, str]] = set()
+        self._merged: set[tuple[str, int]] = set()
+        self._pull_keys: set[tuple[str, str]] = set()
+
+    def _pull_metrics(self) -> None:
+        """Pull-request mode's series (bounded labels: targets, two kinds)."""
+        from prometheus_client import Counter, Gauge
+
+        r = self.registry
+        self.pulls_open = Gauge(
+            "gitops_bridge_pull_requests_open",
+            "Open pull requests of pull-request targets (paused ones included), by kind "
+            "(changes, held-deletions).",
+            ["target", "kind"],
+            registry=r,
+        )
+        self.pull_oldest = Gauge(
+            "gitops_bridge_pull_request_oldest_age_seconds",
+            "Age of the oldest open pull request of a target (0: none open).",
+            ["target"],
+            registry=r,
+        )
+        self.pull_merges = Counter(
+            "gitops_bridge_pull_request_merges_total",
+            "Pull requests of the bridge's seen merged.",
+            ["target"],
+            registry=r,
+        )
 
     # -- hooks used by the reconciler wiring (running.make_reconciler)
     def control_plane_request(self, status: str) -> None:
@@ -95,6 +123,39 @@ class Metrics:
 
     def internal_error(self, where: str) -> None:
         self.internal_errors.labels(where=where).inc()
+
+    def pull_merged(self, target: str, number: int) -> None:
+        """A merged pull request, counted once per process however often it is seen."""
+        with self._lock:
+            if (target, number) in self._merged:
+                return
+            self._merged.add((target, number))
+        self.pull_merges.labels(target=target).inc()
+
+    def watch_forges(self, hosts: Any) -> None:
+        """Serve the forge hosts' remaining quota and write budget (`ForgeHosts`)."""
+        self.registry.register(_ForgeQuotas(hosts))
+
+    def _record_pulls(self, report: Any, now: float) -> None:
+        """Open pull requests and the age of the oldest, per pull-request target."""
+        seen: set[tuple[str, str]] = set()
+        for t in report.targets:
+            pulls = getattr(t, "pulls", None)
+            if pulls is None:
+                continue
+            ns = t.target.namespace
+            counts = {"changes": 0, "held-deletions": 0}
+            oldest = 0.0
+            for pull in pulls:
+                if pull.state in ("open", "paused") and pull.number is not None:
+                    counts[pull.kind] = counts.get(pull.kind, 0) + 1
+                    if pull.created_at is not None:
+                        oldest = max(oldest, now - pull.created_at)
+            for kind, n in counts.items():
+                self.pulls_open.labels(target=ns, kind=kind).set(n)
+                seen.add((ns, kind))
+            self.pull_oldest.labels(target=ns).set(oldest)
+        self._pull_keys |= seen
 
     def observe_cycle(self, seconds: float) -> None:
         self.cycle_seconds.observe(seconds)
@@ -124,10 +185,60 @@ class Metrics:
                 # None: the target was not planned (git failed); keep what is known.
                 if getattr(t, "held", None) is not None:
                     self.deletions_held.labels(target=t.target.namespace).set(len(t.held))
-            if not any(t.error for t in report.targets):
-                import time
+            import time
 
+            self._record_pulls(report, time.time())
+            if not any(t.error for t in report.targets):
                 self.last_success.set(time.time())
+
+
+class _ForgeQuotas:
+    """A collector read at scrape time: each forge host's quota as it last said,
+    and the bridge's own write budget use (bounded labels: configured hosts)."""
+
+    def __init__(self, hosts: Any) -> None:
+        self.hosts = hosts
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        remaining = GaugeMetricFamily(
+            "gitops_bridge_forge_quota_remaining",
+            "Requests left in the forge's primary rate limit, as it last reported.",
+            labels=["host"],
+        )
+        limit = GaugeMetricFamily(
+            "gitops_bridge_forge_quota_limit",
+            "The forge's primary rate limit, as it last reported.",
+            labels=["host"],
+        )
+        writes = GaugeMetricFamily(
+            "gitops_bridge_forge_writes",
+            "Content-creating requests sent to the forge host in the last minute and hour "
+            "(the bridge keeps them under 80 and 500).",
+            labels=["host", "window"],
+        )
+        blocked = GaugeMetricFamily(
+            "gitops_bridge_forge_blocked_seconds",
+            "Seconds until the forge host may be asked again (it said wait; 0: now).",
+            labels=["host"],
+        )
+        import time
+
+        now = time.time()
+        for quota in self.hosts.quotas():
+            if quota.remaining is not None:
+                remaining.add_metric([quota.host], quota.remaining)
+            if quota.limit is not None:
+                limit.add_metric([quota.host], quota.limit)
+            writes.add_metric([quota.host, "minute"], quota.writes_last_minute)
+            writes.add_metric([quota.host, "hour"], quota.writes_last_hour)
+            wait = max(0.0, (quota.blocked_until or now) - now)
+            blocked.add_metric([quota.host], wait)
+        yield from (remaining, limit, writes, blocked)
 
 
 def _kind(outcome: Any) -> str:

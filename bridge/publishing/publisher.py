@@ -1,7 +1,7 @@
 """The branch publisher: a plan made real as commits on the target's branch
 (one per deployment change, signed when signing is on) and one push, never
-forced. The `Publisher` of bridge.reconcile.plans that runs today; a pull
-request publisher is another.
+forced (SPEC §6). The default `Publisher` of bridge.reconcile.plans; the
+pull-request publisher (bridge.publishing.pullrequest) is the other.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class BranchPublisher:
 
     def publish(self, plan: Plan) -> Published:
         """One commit per change, then one push; PushRejected when someone pushed first."""
+        if not plan.changes:
+            return Published(shas=[], pushed=False)  # nothing to commit, nothing to tidy
         if self.repo.signer.enabled:
             self.repo.check_signing()  # an unusable key means no commit at all
         checkpoint("before-commit")

@@ -202,6 +202,33 @@ class TreeReader:
             proc.kill()
             proc.wait()
 
+    def landed_by(self, sha: str) -> str | None:
+        """The commit of the branch's first-parent line that brought `sha` onto it:
+        `sha` itself when it is on that line (a push, a squash), else the merge
+        commit (a pull request merged with a merge commit). None when the head
+        does not contain `sha`."""
+        self.clone.ensure()
+        head = self.clone.local_head()
+        if head is None or self.clone.git("merge-base", "--is-ancestor", sha, head).returncode:
+            return None
+        if sha == head:
+            return sha
+        out = self.clone.must(
+            "rev-list",
+            "rev-list",
+            "--first-parent",
+            "--ancestry-path",
+            "--reverse",
+            f"{sha}..{head}",
+        ).split()
+        if not out:
+            return None
+        oldest = out[0].decode()
+        parents = self.clone.must("rev-list", "rev-list", "--parents", "-n1", oldest).split()
+        # The oldest descendant on the first-parent line: its first parent is `sha`
+        # when `sha` is on that line; else it is the merge that brought `sha` in.
+        return sha if len(parents) > 1 and parents[1].decode() == sha else oldest
+
     def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
         """(sha, author name, author email, subject) of the last commit touching path."""
         self.clone.ensure()

@@ -128,6 +128,9 @@ class TargetRepo:
     def last_commit_for(self, path: str) -> tuple[str, str, str, str] | None:
         return self.reader.last_commit_for(path)
 
+    def landed_by(self, sha: str) -> str | None:
+        return self.reader.landed_by(sha)
+
     # -- writing ---------------------------------------------------------------------
 
     def check_signing(self) -> None:

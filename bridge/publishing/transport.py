@@ -18,7 +18,7 @@ import signal
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -211,6 +211,10 @@ class Transport:
         self._secret: Redacted | None = None
         self._askpass_dir: Path | None = None
         self._remote_env: dict[str, str] = {}
+        # A forge's credentials (pull-request mode): asked for before each fetch
+        # and push, so that a GitHub App's hourly token is always the current one.
+        self._credentials: Callable[[], tuple[str, Redacted]] | None = None
+        self._credentials_origin = ""
         if self.kind == "ssh":
             self._remote_env = self._ssh_env(_pick_ssh(target.ssh, git_settings.ssh))
         elif self.kind == "http":
@@ -269,8 +273,24 @@ class Transport:
         # git hands GIT_SSH_COMMAND to `sh -c`: every path is shell-quoted.
         return {"GIT_SSH_COMMAND": shlex.join(parts)}
 
+    def use_credentials(
+        self, credentials: Callable[[], tuple[str, Redacted]], *, origin: str
+    ) -> None:
+        """Git over HTTPS authenticates with these (user, token) instead of
+        git.https: a forge's token, through the same askpass (never in a URL).
+        `origin` names where the token comes from, for error hints."""
+        self._credentials = credentials
+        self._credentials_origin = origin
+
+    def _https_now(self) -> HttpsSettings:
+        if self._credentials is None:
+            return self._https
+        user, token = self._credentials()
+        self._secret = token  # scrubbed from git's stderr from now on
+        return HttpsSettings(username=user, password=token)
+
     def _ensure_askpass(self) -> dict[str, str]:
-        https = self._https
+        https = self._https_now()
         if https.password is None and https.username is None:
             return {}
         if self._askpass_dir is None:
@@ -367,6 +387,11 @@ class Transport:
             return (
                 "the server refused the deploy key: check git.ssh.keyFile and that the key "
                 "has write access to the repo"
+            )
+        if self.kind == "http" and self._credentials is not None:
+            return (
+                f"the server refused the forge token ({self._credentials_origin}) for git over "
+                "HTTPS: check that it is valid and may push to the repository"
             )
         if self.kind == "http":
             https = self._https

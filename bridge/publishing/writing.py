@@ -394,7 +394,9 @@ class CommitWriter:
         except KeyError as e:
             raise self.clone.broken("fast-import", f"no object id for {what} {e}") from e
 
-    def _commit_tree(self, tree: str, parent: str | None, message: str) -> str:
+    def _commit_tree(
+        self, tree: str, parent: str | None, message: str, *, also: Sequence[str] = ()
+    ) -> str:
         config, flags = self.signer.commit_tree_args()
         s = self.clone.settings
         env = {
@@ -405,7 +407,8 @@ class CommitWriter:
             "GIT_COMMITTER_NAME": s.author_name,
             "GIT_COMMITTER_EMAIL": s.author_email,
         }
-        args = ["commit-tree", tree, *(["-p", parent] if parent else []), *flags, "-F", "-"]
+        parents = [p for parent_id in (parent, *also) if parent_id for p in ("-p", parent_id)]
+        args = ["commit-tree", tree, *parents, *flags, "-F", "-"]
         text = message if message.endswith("\n") else message + "\n"
         result = self.clone.git(*args, input=text.encode(), env=env, config=config)
         if result.returncode != 0:
@@ -428,3 +431,26 @@ def _quote(path: str) -> bytes:
     pushed) can be misread or end the line."""
     raw = path.encode("utf-8", "surrogateescape")
     return b'"' + (raw if PLAIN_PATH.match(raw) else c_quote(raw)) + b'"'
+
+
+def commit_merge(writer: CommitWriter, tree: str, other: str, message: str) -> str:
+    """A merge commit of the writer's local head and `other` whose tree is `tree`
+    (the pull-request publisher's merge of the base into its head), signed like
+    every commit, and the branch moved onto it by compare-and-swap."""
+    if not message.strip():
+        raise ValueError("empty commit message")
+    clone = writer.clone
+    clone.ensure()
+    if writer.signer.enabled and not writer._signing_checked:
+        writer.check_signing()
+    parent = clone.local_head()
+    if parent is None:
+        raise ValueError("a merge needs a branch to merge into")
+    sha = writer._commit_tree(tree, parent, message, also=(other,))
+    moved = clone.git("update-ref", "-m", "gitops-bridge merge", clone.local_ref, sha, parent)
+    if moved.returncode != 0:
+        raise clone.broken("update-ref", moved.stderr, mark=False)
+    clone.listing = None
+    writer._index_tree = None
+    clone.set_head(sha)
+    return sha

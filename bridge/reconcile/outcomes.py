@@ -30,6 +30,28 @@ class Outcome:
     diff: str = ""
 
 
+PullState = Literal["open", "paused", "rejected", "merged", "closed", "none"]
+
+
+@dataclass
+class PullReport:
+    """A pull request of a target in pull-request mode, as the last cycle left it:
+    `open` (proposing `deployments`), `paused` (someone else pushed to its branch),
+    `rejected` (closed unmerged for this very desired state), `merged`, or
+    `closed` (by the bridge: nothing to propose)."""
+
+    kind: Literal["changes", "held-deletions"]
+    branch: str
+    state: PullState
+    number: int | None = None
+    url: str | None = None
+    created_at: float | None = None  # epoch seconds, for the age of the oldest open one
+    merge_commit: str | None = None
+    merged_by: str | None = None
+    deployments: list[str] = field(default_factory=list)  # ids it proposes
+    note: str = ""
+
+
 @dataclass
 class TargetResult:
     target: Target
@@ -40,6 +62,8 @@ class TargetResult:
     # Deletions the mass-delete guard holds, as (id, name); None: not planned.
     held: list[tuple[str, str]] | None = None
     approval_notes: list[str] = field(default_factory=list)
+    # Pull-request mode: the target's pull requests (None: push mode, or not published).
+    pulls: list[PullReport] | None = None
 
 
 @dataclass

@@ -7,8 +7,9 @@
 
 `TreeView` is all that planning and the guard see of git: they read a tree
 and blobs, and never write. `Publisher` is where a plan becomes real: a push
-to the target's branch today (bridge.publishing.publisher.BranchPublisher),
-a pull request next; adding one touches neither planning nor the guard.
+to the target's branch (bridge.publishing.publisher.BranchPublisher) or a
+pull request (bridge.publishing.pullrequest.PullRequestPublisher); adding one
+touches neither planning nor the guard.
 Data and protocols only.
 """
 
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from bridge.config import Target
 from bridge.formats.commits import CommitInfo
-from bridge.reconcile.outcomes import Outcome
+from bridge.reconcile.outcomes import Outcome, PullReport
 
 
 class TreeView(Protocol):
@@ -85,6 +86,8 @@ class Published:
 
     shas: list[str | None]  # per change: its commit, None where the tree did not change
     pushed: bool
+    # Pull-request mode: what each of the target's pull requests is now.
+    pulls: list[PullReport] | None = None
 
 
 class Publisher(Protocol):
@@ -96,7 +99,9 @@ class Publisher(Protocol):
 
     def publish(self, plan: Plan) -> Published:
         """Commit the plan's changes and publish them. PushRejected when the remote
-        moved meanwhile: the cycle opens again and re-plans on the new head."""
+        moved meanwhile: the cycle opens again and re-plans on the new head.
+        Called for every plan, one without changes too (a pull request may have
+        to be closed); a publisher with nothing to do returns at once."""
         ...
 
     def close(self) -> None: ...

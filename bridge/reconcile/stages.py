@@ -121,9 +121,10 @@ class TargetStages:
             result.head = view.head
             plan = self.plan(view, target, listing)
             result.held, result.approval_notes = list(plan.held), list(plan.notes)
-            if self.dry_run or not plan.changes:
+            if self.dry_run:
                 return plan.outcomes
             try:
+                # Also a plan without changes: a pull request may have to be closed.
                 published = publisher.publish(plan)
             except PushRejected:
                 self.on_event("push", {"target": ns, "outcome": "rejected"})
@@ -139,7 +140,9 @@ class TargetStages:
                 )
                 self.sleep(delay)
                 continue
-            self._record(plan, published.shas, published.pushed, result)
+            result.pulls = published.pulls
+            if plan.changes:
+                self._record(plan, published.shas, published.pushed, result)
             return plan.outcomes
         raise AssertionError("unreachable")  # pragma: no cover
 
