@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
 import jsonschema
 import referencing
 import referencing.jsonschema
@@ -379,6 +378,8 @@ def _compile_fast(schema: Any) -> Callable[[Any], Any]:
     compiled one generated function at a time: a Deployment's ~280 KB of code
     compiled in one piece builds ~19 MB of syntax tree at once (kept as RSS
     by the allocator), one function at a time ~2.5 MB; and it is no slower."""
+    import fastjsonschema  # only where a kind is checked often enough to compile it
+
     code = fastjsonschema.compile_to_code(
         schema, use_default=False, use_formats=False, detailed_exceptions=False
     )
@@ -394,12 +395,19 @@ def _compile_fast(schema: Any) -> Callable[[Any], Any]:
     return check
 
 
+# Objects of one kind checked by jsonschema alone before the fast copy is
+# compiled: compiling a Deployment's ~280 KB of generated code costs ~70 ms,
+# checking one with jsonschema ~1.4 ms, so a cycle that changes one deployment
+# (8 objects) pays no compile at all, and a cold one pays it after 32 objects.
+FAST_AFTER = 32
+
+
 class _KindSchema:
     """One kind's schema, as a fast yes/no and as jsonschema's messages.
 
-    Both are built on first use; the jsonschema validator (and its copy of the
-    definitions) only when some object of the kind is invalid or the kind has
-    no fast path. Built twice at worst under a race between threads: harmless."""
+    Both are built on first use; the fast copy only once FAST_AFTER objects of
+    the kind were checked (jsonschema, the reference, answers until then).
+    Built twice at worst under a race between threads: harmless."""
 
     def __init__(self, slow: Callable[[], Any], fast_schema: Callable[[], Any]) -> None:
         self._make_slow = slow
@@ -407,6 +415,7 @@ class _KindSchema:
         self._slow: Any = None
         self._fast: Callable[[Any], Any] | None = None
         self._fast_tried = False
+        self._checked = 0
 
     def slow(self) -> Any:
         if self._slow is None:
@@ -427,7 +436,8 @@ class _KindSchema:
 
     def errors(self, body: Any) -> tuple[str, ...]:
         """jsonschema's messages for `body`, sorted; () when valid."""
-        fast = self.fast()
+        self._checked += 1
+        fast = self.fast() if self._checked > FAST_AFTER else None
         if fast is not None:
             try:
                 fast(body)
