@@ -320,9 +320,9 @@ def test_the_fast_copy_is_compiled_only_for_a_kind_checked_often(
     of their kinds (~70 ms for a Deployment) would cost more than checking them
     with jsonschema. The answers are jsonschema's either way."""
     compiled: list[object] = []
-    original = schemas._compile_fast
+    original = schemas._generate_fast
     monkeypatch.setattr(
-        schemas, "_compile_fast", lambda schema: compiled.append(schema) or original(schema)
+        schemas, "_generate_fast", lambda schema: compiled.append(schema) or original(schema)
     )
     monkeypatch.setattr(schemas, "FAST_AFTER", 3)
     kind = schemas._KindSchema(
