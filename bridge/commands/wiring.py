@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.config import Settings, Target
 from bridge.errors import DeploymentError
@@ -15,9 +15,6 @@ from bridge.models import Deployment, Listener
 from bridge.reconcile.cycle import Reconciler
 from bridge.reconcile.plans import Publisher
 from bridge.validation.scratch import Validator
-
-if TYPE_CHECKING:
-    from bridge.controlplane.client import ControlPlaneClient
 
 
 def make_reconciler(
@@ -35,37 +32,19 @@ def make_reconciler(
 ) -> tuple[Reconciler, Callable[[], None]]:
     """A reconciler with the real collaborators, and a function that closes them.
     `sleep` (retry and backoff waits) is injected so tests need no real time."""
+    from bridge.controlplane.client import ControlPlaneClient
     from bridge.publishing.repo import TargetRepo
 
-    # The client (and httpx, ~0.1 s to import) is made on first use: the cycle
-    # starts every target's fetch before it lists, so the import runs while
-    # git waits on the remotes instead of before (what a `run --once` pays).
-    made: list[ControlPlaneClient] = []
-
-    def client() -> ControlPlaneClient:
-        if not made:
-            from bridge.controlplane.client import ControlPlaneClient
-
-            made.append(
-                ControlPlaneClient.from_settings(
-                    settings.control_plane,
-                    transport=transport,
-                    on_response=metrics.control_plane_request if metrics is not None else None,
-                    sleep=sleep,
-                )
-            )
-        return made[0]
+    client = ControlPlaneClient.from_settings(
+        settings.control_plane,
+        transport=transport,
+        on_response=metrics.control_plane_request if metrics is not None else None,
+        sleep=sleep,
+    )
 
     def list_deployments() -> tuple[Listener, Sequence[Deployment], Sequence[DeploymentError]]:
-        listing = client().list_listener_deployments()
+        listing = client.list_listener_deployments()
         return listing.listener, listing.deployments, listing.invalid
-
-    def confirm_gone(deployment_ids: Sequence[str]) -> set[str]:
-        return client().confirm_gone(deployment_ids)
-
-    def close() -> None:
-        if made:
-            made[0].close()
 
     # One writer per target for the reconciler's life: the cycle closes it after
     # each turn (lock released), and the next cycle reuses what it knows by
@@ -104,6 +83,6 @@ def make_reconciler(
         validate=Validator(settings) if validate else None,
         sleep=sleep,
         on_event=on_event,
-        confirm_gone=confirm_gone,
+        confirm_gone=client.confirm_gone,
     )
-    return reconciler, close
+    return reconciler, client.close
