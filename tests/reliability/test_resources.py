@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,7 +157,15 @@ def test_the_local_clone_does_not_grow_without_bound(world: World) -> None:
     assert after["packs"] <= 2, after
 
 
-def test_cycles_that_change_nothing_leave_no_trace(world: World) -> None:
+def test_cycles_that_change_nothing_leave_no_trace(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A temp folder of this test's own: another process's bridge (a parallel
+    # test run) leaving its askpass folder in /tmp must not count as ours.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     for name in ("alpha", "beta"):
         world.create(name)
     settings = world.settings()

@@ -311,3 +311,26 @@ def test_a_draft_4_schema_has_no_fast_path() -> None:
     )
     assert kind.fast() is None
     assert kind.errors({"replicas": 1.0}) == ("replicas: 1.0 is not of type 'integer'",)
+
+
+def test_the_fast_copy_is_compiled_only_for_a_kind_checked_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cycle that changes one deployment checks 8 objects: compiling fast copies
+    of their kinds (~70 ms for a Deployment) would cost more than checking them
+    with jsonschema. The answers are jsonschema's either way."""
+    compiled: list[object] = []
+    original = schemas._generate_fast
+    monkeypatch.setattr(
+        schemas, "_generate_fast", lambda schema: compiled.append(schema) or original(schema)
+    )
+    monkeypatch.setattr(schemas, "FAST_AFTER", 3)
+    kind = schemas._KindSchema(
+        lambda: jsonschema.Draft7Validator({"type": "object", "required": ["a"]}),
+        lambda: {"type": "object", "required": ["a"]},
+    )
+    answers = [kind.errors({"a": 1}), kind.errors({}), kind.errors({"a": 2})]
+    assert compiled == []
+    answers += [kind.errors({"a": 3}), kind.errors({})]
+    assert len(compiled) == 1
+    assert answers == [(), ("<root>: 'a' is a required property",), (), (), answers[1]]
