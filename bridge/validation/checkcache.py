@@ -55,20 +55,12 @@ def folder() -> Path | None:
 
 @functools.cache
 def _environment() -> bytes:
-    """The parts of every key that are the same for all kinds in this process."""
+    """The parts of every key that are the same for all kinds in this process:
+    what makes and reads the stored code (the caller adds the schema files and
+    the source that shaped the fast schema)."""
     import fastjsonschema  # the loaded code imports it as well
 
-    from bridge.validation import schemas
-
-    source = Path(schemas.__file__).read_bytes()
-    return b"\0".join(
-        [
-            FORMAT,
-            sys.version.encode(),
-            str(fastjsonschema.VERSION).encode(),
-            hashlib.sha256(source).digest(),
-        ]
-    )
+    return b"\0".join([FORMAT, sys.version.encode(), str(fastjsonschema.VERSION).encode()])
 
 
 @functools.cache

@@ -92,9 +92,18 @@ def _crd_kind(schema_dir: str, group: str, version: str, kind: str) -> _KindSche
         return {**_outlined(_fast_form(schema, _no_refs, root=True)), "$schema": _DRAFT7}
 
     def cache_key() -> str:
-        return checkcache.key(b"crd", checkcache.file_digest(str(path)))
+        return _check_cache_key(path)
 
     return _KindSchema(slow, fast, cache_key)
+
+
+def _check_cache_key(*schema_files: Path) -> str:
+    """The check cache's name for a kind's compiled check: the schema files'
+    bytes and this module's source, which shapes the fast schema made of them
+    (checkcache adds fastjsonschema's and Python's versions)."""
+    return checkcache.key(
+        *(checkcache.file_digest(str(f)) for f in (Path(__file__), *schema_files))
+    )
 
 
 @functools.cache
@@ -190,11 +199,7 @@ def _core_kind(folder: str, kind: str, api_version: str) -> _KindSchema | None:
         return _core_fast_schema(raw, _core_definitions(folder))
 
     def cache_key() -> str:
-        return checkcache.key(
-            b"core",
-            checkcache.file_digest(str(path)),
-            checkcache.file_digest(str(Path(folder) / "_definitions.json")),
-        )
+        return _check_cache_key(path, Path(folder) / "_definitions.json")
 
     return _KindSchema(slow, fast, cache_key)
 
