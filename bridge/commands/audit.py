@@ -304,6 +304,7 @@ class _TargetAudit:
         self.findings: list[Finding] = []
         self.reviews = reviews
         self.landed: dict[str, dict[str, Any]] = {}  # commit -> review of its pull request
+        self._approvals: list[tuple[Revision, str | None]] = []
 
     def owned(self, path: str) -> tuple[str, str] | bool | None:
         """(cluster, folder) for a path in a deployment folder; True for shared files."""
@@ -376,20 +377,29 @@ class _TargetAudit:
                 author=who,
                 signature=sig,
                 approved_by=parsed.approved_by,
-                approval_review=self._approval_review(rec, wanted[0])
-                if parsed.approved_by
-                else None,
             )
         )
+        if parsed.approved_by and self.reviews is not None:
+            self._approvals.append((hist.history[-1], self._approval_commit(rec, wanted[0])))
 
-    def _approval_review(self, rec: CommitRecord, cluster: str) -> dict[str, Any] | None:
-        """Pull-request mode: the review of the pull request that merged the approval
-        file an approved deletion rests on (who approved and merged it)."""
-        if self.reviews is None or not rec.parents:
+    def _approval_commit(self, rec: CommitRecord, cluster: str) -> str | None:
+        """The commit of the approval file an approved deletion rests on."""
+        if not rec.parents:
             return None
         path = str(self.base / cluster / self.ns / APPROVAL_FILE)
         last = last_author(self.git_dir, rec.parents[0], path)
-        return self.landed.get(last[0]) if last else None
+        return last[0] if last else None
+
+    def _attach_reviews(self) -> None:
+        """Reviews found on merge commits, given to the revisions they carried, once
+        the whole history is read (commits of one second come in no fixed order):
+        each revision its pull request's; an approved deletion also the review of
+        the held-deletions pull request that merged its approval file."""
+        for hist in self.deployments.values():
+            for revision in hist.history:
+                revision.review = revision.review or self.landed.get(revision.commit)
+        for revision, approval in self._approvals:
+            revision.approval_review = self.landed.get(approval) if approval else None
 
     def _reviewed(self, rec: CommitRecord, folders: set[tuple[str, str]]) -> bool:
         """A commit of pull-request mode that is not drift: the bridge's merge of
@@ -403,10 +413,6 @@ class _TargetAudit:
             return False
         carried = self.reviews.carried(rec)
         self.landed.update(dict.fromkeys({rec.sha, *carried}, review))
-        for hist in self.deployments.values():
-            for revision in hist.history:
-                if revision.commit in carried:
-                    revision.review = review
         if carried:
             return True
         # A squash: the forge's commit carries the revisions; the state files say which.
@@ -498,6 +504,7 @@ class _TargetAudit:
 
     def settle(self, head: str) -> None:
         """What is deployed now: the state files at the head."""
+        self._attach_reviews()
         current: dict[str, tuple[str, DeploymentState]] = {}
         base = str(self.base) if str(self.base) != "." else ""
         for path in list_files(self.git_dir, head, base):
