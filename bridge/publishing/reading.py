@@ -20,6 +20,22 @@ from bridge.publishing.transport import (
 log = logging.getLogger("bridge.publishing")
 
 
+def parse_ls_tree(out: bytes) -> dict[str, str]:
+    """path -> entry of `git ls-tree -r -z` output: a regular file's blob id,
+    "<mode> <id>" for an executable, a symlink or a gitlink (objects.entry_id,
+    inlined: this loop runs once per file of the repo)."""
+    entries: dict[str, str] = {}
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode, _kind, oid = meta.decode().split(" ")
+        entries[raw_path.decode("utf-8", "surrogateescape")] = (
+            oid if mode == REGULAR_FILE else f"{mode} {oid}"
+        )
+    return entries
+
+
 class TreeReader:
     """Reads the tree at a clone's local head."""
 
@@ -41,17 +57,7 @@ class TreeReader:
         if self.clone.listing is None or self.clone.listing[0] != head:
             self.clone.listing = None  # never a stale listing, even if ls-tree fails
             out = self.clone.must("ls-tree", "ls-tree", "-r", "-z", "--full-tree", head)
-            entries: dict[str, str] = {}
-            for record in out.split(b"\0"):
-                if not record:
-                    continue
-                meta, _, raw_path = record.partition(b"\t")
-                mode, _kind, oid = meta.decode().split(" ")
-                # objects.entry_id, inlined: this loop runs once per file of the repo.
-                entries[raw_path.decode("utf-8", "surrogateescape")] = (
-                    oid if mode == REGULAR_FILE else f"{mode} {oid}"
-                )
-            self.clone.listing = (head, entries)
+            self.clone.listing = (head, parse_ls_tree(out))
         listing = self.clone.listing[1]
         if not prefix:
             return dict(listing)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from bridge.errors import GitError, PushRejected
 from bridge.formats.objects import REGULAR_FILE
 from bridge.publishing.clone import _OID, Clone
+from bridge.publishing.reading import parse_ls_tree
 from bridge.publishing.transport import REMOTE_CONFIG, REMOTE_TIMEOUT
 
 # Commits of a head branch looked at for authorship: a head the bridge keeps
@@ -190,16 +191,9 @@ class HeadBranches:
 
     def tree(self, commit: str) -> dict[str, str]:
         """path -> entry (as `TreeReader.ls_tree`) of the whole tree of `commit`."""
-        out = self.base.must("ls-tree", "ls-tree", "-r", "-z", "--full-tree", commit)
-        entries: dict[str, str] = {}
-        for record in out.split(b"\0"):
-            if not record:
-                continue
-            meta, _, raw_path = record.partition(b"\t")
-            mode, _kind, oid = meta.decode().split(" ")
-            path = raw_path.decode("utf-8", "surrogateescape")
-            entries[path] = oid if mode == REGULAR_FILE else f"{mode} {oid}"
-        return entries
+        return parse_ls_tree(
+            self.base.must("ls-tree", "ls-tree", "-r", "-z", "--full-tree", commit)
+        )
 
     def is_ancestor(self, old: str, new: str) -> bool:
         return self.base.git("merge-base", "--is-ancestor", old, new).returncode == 0
