@@ -163,10 +163,19 @@ def test_commit_statuses_give_the_road_and_health(bench: Bench) -> None:
     assert readback.forge_statuses.reader.unreachable() == {}
     assert len(readback.store) < 10
 
+    # Argo CD notifications' `github` service names the Application (as the
+    # ApplicationSet of `bootstrap --for argocd` names it): health degraded.
+    folder = PurePosixPath(folder_of(bench, "beta"))
+    app = f"{folder.parent.parent.name}-{folder.parent.name}-beta"
+    bench.clock.advance(400)  # all healthy: the head is asked once per idle interval
+    bench.state.set_status(later, f"continuous-delivery/{app}", "failure", description="degraded")
+    cycle(bench, settings, readback)
+    said = health_of(readback, settings, beta["id"])
+    assert (said.sync, said.status, said.source) == ("synced", "degraded", f"{SOURCE} argocd/{app}")
+
     # The forge refuses the token: the source is unreachable for this target,
     # the cycle and the read-back go on, and the last word stands.
     bench.state.fail("GET", r"/status", 401, times=50)
-    bench.clock.advance(400)  # all healthy: asked again once the idle interval is over
     report = cycle(bench, settings, readback)
     assert report.targets[0].error is None
     (target,) = settings.targets
