@@ -183,6 +183,17 @@ def test_commit_statuses_give_the_road_and_health(bench: Bench) -> None:
     health = health_of(readback, settings, alpha["id"])
     assert health.status == "healthy"
     assert _sample(readback, "gitops_bridge_health_source_up", source=SOURCE) == 0.0
+
+    # 5xx (retried on the virtual clock, then given up): unreachable too.
+    bench.state.faults.clear()
+    bench.state.fail("GET", r"/status", 503, times=50)
+    cycle(bench, settings, readback)
+    assert target.key in readback.forge_statuses.reader.unreachable()
+    # The forge answers again: reachable, and the cycle goes on.
+    bench.state.faults.clear()
+    cycle(bench, settings, readback)
+    assert readback.forge_statuses.reader.unreachable() == {}
+    assert _sample(readback, "gitops_bridge_health_source_up", source=SOURCE) == 1.0
     readback.stop()
 
 
