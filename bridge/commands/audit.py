@@ -84,6 +84,7 @@ class Revision:
     # read-back saw it (the road `run` keeps in the workdir); None: not known.
     synced: str | None = None
     healthy: str | None = None
+    merged: str | None = None  # pull-request mode: when the road saw its pull request merged
     # Pull-request mode: the pull request that carried it, who approved and merged it.
     review: dict[str, Any] | None = None
     # An approved deletion in pull-request mode: the held-deletions pull request's review.
@@ -133,6 +134,7 @@ class AuditReport:
                             "author": r.author,
                             "signature": r.signature,
                             "approvedBy": r.approved_by,
+                            "merged": r.merged,
                             "synced": r.synced,
                             "healthy": r.healthy,
                             "review": r.review,
@@ -613,7 +615,7 @@ def run_audit(
 
 
 def _add_road(report: AuditReport, workdir: Path) -> None:
-    """Each revision's `synced` and `healthy` times from the health read-back's
+    """Each revision's `merged`, `synced` and `healthy` times from the health read-back's
     road, where `run` kept one (git alone cannot say when a cluster applied it)."""
     from bridge.health.assessing import iso
     from bridge.health.road import FILE_NAME, RoadStore
@@ -625,7 +627,8 @@ def _add_road(report: AuditReport, workdir: Path) -> None:
         for r in d.history:
             found = road.road(d.deployment_id, r.revision_id) if r.revision_id else None
             if found is not None and r.kind != "delete":
-                r.synced, r.healthy = (
+                r.merged, r.synced, r.healthy = (
+                    iso(found.times.get("merged")),
                     iso(found.times.get("synced")),
                     iso(found.times.get("healthy")),
                 )

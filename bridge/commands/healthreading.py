@@ -7,8 +7,10 @@ the remote has it, the commit that last changed each folder
 since, commit, source}` from the observations (bridge.health.assessing, in
 two passes: the first records the git questions, one batch answers them).
 
-Also the Flux routes: Kustomization `namespace/name` -> path for the objects
-`bootstrap --for flux` made before it annotated their paths.
+Also the routes: Kustomization `namespace/name` -> path for the objects
+`bootstrap --for flux` made before it annotated their paths, and Application
+`argocd/name` -> path as `bootstrap --for argocd` names them (commit statuses
+on the forge name only the object).
 
 Reads only. Must not poll a source or write anything.
 """
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from bridge.commands.bootstrap import FLUX_NAMESPACE, dns_name
+from bridge.commands.bootstrap import ARGOCD_NAMESPACE, FLUX_NAMESPACE, dns_name
 from bridge.commands.healthmanifests import flux_deployment_name
 from bridge.config import Target
 from bridge.formats.state import MAX_STATE_BYTES, DeploymentState
@@ -130,7 +132,7 @@ def assess_target(
         for f, _ in found
     ]
     kept = list(observations)
-    routes = flux_routes(target, by_ns)
+    routes = {**flux_routes(target, by_ns), **argocd_routes(target, by_ns)}
     questions = Questions()
     assess_all(folders, kept, questions, routes=routes)
     lineage.answer(questions)
@@ -154,4 +156,18 @@ def flux_routes(target: Target, ns_dirs: Mapping[str, list[str]]) -> dict[str, s
         for folder in folders:
             name = flux_deployment_name(cluster, target.namespace, PurePosixPath(folder).name)
             routes[f"{FLUX_NAMESPACE}/{name}"] = folder
+    return routes
+
+
+def argocd_routes(target: Target, ns_dirs: Mapping[str, list[str]]) -> dict[str, str]:
+    """Application `argocd/<name>` -> path, as `bootstrap --for argocd` names them
+    (the per-namespace Application, and the ApplicationSet's per folder): an
+    Argo CD notifications commit status names only the Application."""
+    routes: dict[str, str] = {}
+    for ns_dir, folders in ns_dirs.items():
+        cluster = PurePosixPath(ns_dir).parent.name
+        routes[f"{ARGOCD_NAMESPACE}/{dns_name('langsmith', cluster, target.namespace)}"] = ns_dir
+        for folder in folders:
+            name = f"{cluster}-{target.namespace}-{PurePosixPath(folder).name}"
+            routes[f"{ARGOCD_NAMESPACE}/{name}"] = folder
     return routes

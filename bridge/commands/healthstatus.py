@@ -91,6 +91,9 @@ class StatusHealth:
             ARGOCD: health.argocd is not None and not asked,
             "flux": health.flux is not None,
             "argocd-notifications": health.argocd_notifications is not None,
+            # Read by `run` on the forge; `status` shows the last run's word
+            # rather than spend the pull requests' rate limit from a shell.
+            "forge-status": health.forge_statuses,
         }
         for observation in snapshot.observations:
             if kept.get(observation.source, False):
@@ -109,6 +112,18 @@ class StatusHealth:
                         "run's word is shown",
                     }
                 )
+        if health.forge_statuses:
+            self.sources.append(
+                {
+                    "source": "forge-status",
+                    "reachable": None,
+                    "asOf": as_of,
+                    "detail": "commit statuses read by a running bridge: the last run's word "
+                    "is shown"
+                    if as_of
+                    else "no word kept yet: no `run` has read the forge",
+                }
+            )
         for name, configured in (
             ("flux", health.flux),
             ("argocd-notifications", health.argocd_notifications),

@@ -30,6 +30,7 @@ from typing import Any
 from bridge.commands.healthreading import Assessed, StateCache, assess_target
 from bridge.config import Settings, Target
 from bridge.errors import BridgeError
+from bridge.health.forgestatus import SOURCE as FORGE_SOURCE
 from bridge.health.metrics import DeploymentState, HealthMetrics
 from bridge.health.observations import ObservationStore
 from bridge.health.road import RoadStore
@@ -62,6 +63,25 @@ def serve_hook(hook: WebhookRoute) -> Route:
     return Route(hook.method, hook.path, handler, max_body=hook.max_body)
 
 
+def _merges(report: CycleReport) -> dict[str, datetime]:
+    """target key -> when its latest merged pull request of changes was merged
+    (pull-request mode; the publisher reports the last one every cycle)."""
+    found: dict[str, datetime] = {}
+    for result in report.targets:
+        times = [
+            p.merged_at
+            for p in result.pulls or ()
+            if p.kind == "changes" and p.state == "merged" and p.merged_at is not None
+        ]
+        if times:
+            found[result.target.key] = datetime.fromtimestamp(max(times), UTC)
+    return found
+
+
+def _settled(item: Assessed) -> bool:
+    return item.health.sync == "synced" and item.health.status == "healthy"
+
+
 class ReadBack:
     def __init__(
         self,
@@ -71,6 +91,8 @@ class ReadBack:
         created_at: CreatedAt | None = None,
         clock: Callable[[], datetime] = _now,
         transport: Any = None,
+        forge_hosts: Any = None,
+        forges: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.health = settings.health
@@ -84,6 +106,7 @@ class ReadBack:
         self._states = StateCache()
         self._clones: dict[str, tuple[Clone, CloneLineage]] = {}
         self._said: dict[str, str] = {}  # what was last logged per subject
+        self._merged: dict[str, datetime] = {}  # target key -> its last merged pull request
         self.poller: Any = None
         self.streamer: Any = None
         if self.health.argocd is not None:
@@ -95,6 +118,13 @@ class ReadBack:
                 self.streamer = ArgoCDStreamer(client, self.store, self.metrics, clock=clock)
             else:
                 self.poller = ArgoCDPoller(client, self.store, self.metrics, clock=clock)
+        self.forge_statuses: Any = None
+        if self.health.forge_statuses:
+            from bridge.commands.forgereading import ForgeStatuses
+
+            self.forge_statuses = ForgeStatuses(
+                settings, self.store, hosts=forge_hosts, forges=forges, clock=clock
+            )
         # What the pushed sources said before a restart counts until they say more.
         for observation in self.snapshots.load().observations:
             self.store.record(observation)
@@ -112,6 +142,8 @@ class ReadBack:
             self.streamer.stop()
         elif self.poller is not None:
             self.poller.client.close()
+        if self.forge_statuses is not None:
+            self.forge_statuses.close()
         self._save()
 
     # -- after a cycle -----------------------------------------------------------------
@@ -125,6 +157,9 @@ class ReadBack:
             elif self.streamer is not None:
                 self._say("argocd", self.streamer.last_error, "Argo CD stream")
             self._record_commits(report)
+            if self.forge_statuses is not None:
+                self.forge_statuses.new_cycle()
+            self._merged = _merges(report)
             states: list[DeploymentState] = []
             current: dict[str, tuple[str, str]] = {}  # deployment -> (target, revision)
             for result in report.targets:
@@ -133,6 +168,10 @@ class ReadBack:
             self._look_up_created(current)
             if self.metrics is not None:
                 self.metrics.update(states)
+                if self.forge_statuses is not None:
+                    ok = self.forge_statuses.reachable()
+                    when = self._clock().timestamp() if ok else None
+                    self.metrics.source_read(FORGE_SOURCE, ok, when)
         except Exception as e:  # health must never stop the loop
             self._say("cycle", f"{type(e).__name__}: {e}", "health read-back", exc=e)
         self._save()
@@ -150,7 +189,13 @@ class ReadBack:
         clone, lineage = self._clone(target)
         try:
             clone.ensure()
+            self._read_forge(target, lineage)
             found = assess_target(target, lineage, self.store.snapshot(), self._states)
+            if self.forge_statuses is not None and self.forge_statuses.has(target):
+                self.forge_statuses.assessed(
+                    target,
+                    [a.folder.commit for a in found if not _settled(a)],
+                )
         except (BridgeError, OSError, ValueError) as e:
             self._say(f"git:{target.key}", str(e), f"target {target.namespace}: reading git")
             return []
@@ -163,6 +208,15 @@ class ReadBack:
             f"target {target.namespace}: reading git",
         )
         return found
+
+    def _read_forge(self, target: Target, lineage: CloneLineage) -> None:
+        """Commit statuses of a pull-request target, into the store (said once when failing)."""
+        if self.forge_statuses is None or not self.forge_statuses.has(target):
+            return
+        problem = self.forge_statuses.read(target, lineage)
+        self._say(
+            f"forge:{target.key}", problem, f"target {target.namespace}: forge commit statuses"
+        )
 
     def _clone(self, target: Target) -> tuple[Clone, CloneLineage]:
         # A Clone of our own on the target's cache (the cycle's is released by
@@ -184,6 +238,9 @@ class ReadBack:
                 self.keeper.adopt(
                     target.namespace, folder.deployment_id, revision, change.committed_at
                 )
+            merged_at = self._merged.get(target.key)
+            if merged_at is not None:
+                self.keeper.merged(target.namespace, folder.deployment_id, revision, merged_at)
             self.keeper.assessed(
                 target.namespace,
                 folder.deployment_id,

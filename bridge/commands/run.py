@@ -130,7 +130,12 @@ def run_loop(
     metrics = Metrics() if listen else None
     health = Health(poll_interval=settings.control_plane.poll_interval)
     client = make_client(settings, metrics=metrics)
-    readback = read_back(settings, metrics, client)
+    from bridge.forges import ForgeHosts
+
+    # One per process: the pull requests and the health read-back's commit
+    # statuses wait on the same rate-limit blocks and spend the same quota.
+    forge_hosts = ForgeHosts()
+    readback = read_back(settings, metrics, client, forge_hosts)
     server = None
     if listen:
         from bridge.observability.serving import start_server
@@ -152,6 +157,7 @@ def run_loop(
         metrics=metrics,
         progress=Progress.for_terminal(quiet=quiet, log_format=log_format),
         client=client,
+        forge_hosts=forge_hosts,
     )
     cycle = _Cycle(settings, reconciler, health, metrics, readback)
     if readback is not None:
@@ -177,7 +183,7 @@ def run_loop(
         client.close()
 
 
-def read_back(settings: Settings, metrics: Any, client: Any) -> Any:
+def read_back(settings: Settings, metrics: Any, client: Any, forge_hosts: Any = None) -> Any:
     """The health read-back (bridge.commands.readback), or None without a
     `health:` source: its modules are not even imported then."""
     if not settings.health.enabled:
@@ -188,6 +194,7 @@ def read_back(settings: Settings, metrics: Any, client: Any) -> Any:
         settings,
         registry=metrics.registry if metrics is not None else None,
         created_at=client.revision_created_at,
+        forge_hosts=forge_hosts,
     )
 
 

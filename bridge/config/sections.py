@@ -93,16 +93,30 @@ def build(
     control_plane = _control_plane(reader, require_api_key=require_api_key)
     git_ssh = _ssh(reader, "git.ssh", reader.raw.get("git", {}) or {})
     git_https = _https(reader, "git.https", (reader.raw.get("git") or {}).get("https") or {})
+    targets = _targets(reader, git_ssh, git_https)
+    git = _git(reader, git_ssh, git_https)
+    policy = _policy(reader)
+    secrets = _secrets(reader, require_bridge_key=require_bridge_key)
+    render = _render(reader)
+    health = _health(
+        reader, require_api_key if require_health_secrets is None else require_health_secrets
+    )
+    if health.forge_statuses and not any(t.publish.mode == "pull-request" for t in targets):
+        # Only a pull-request target has a forge token to read them with.
+        raise ConfigError(
+            f"{reader.source}: key `health.forgeStatuses` is true, but no target has "
+            "`publish.mode: pull-request`",
+            hint="commit statuses are read with a pull-request target's forge token; "
+            "set `health.forgeStatuses: false` or use pull-request mode",
+        )
     return Settings(
         control_plane=control_plane,
-        targets=_targets(reader, git_ssh, git_https),
-        git=_git(reader, git_ssh, git_https),
-        policy=_policy(reader),
-        secrets=_secrets(reader, require_bridge_key=require_bridge_key),
-        render=_render(reader),
-        health=_health(
-            reader, require_api_key if require_health_secrets is None else require_health_secrets
-        ),
+        targets=targets,
+        git=git,
+        policy=policy,
+        secrets=secrets,
+        render=render,
+        health=health,
         source=reader.source,
     )
 

@@ -9,6 +9,8 @@ already expose. This package owns that reading and what it means:
   Argo CD API; `webhooks.FluxWebhook` and `webhooks.ArgoCDNotificationsWebhook`
   for the pushed ones, pure request -> `HookResult` functions the `--listen`
   server calls.
+- `forgestatus`: commit statuses Flux and Argo CD notifications write on the
+  forge, read on the bridge's commits of pull-request targets (`forge-status`).
 - `rules`: Application / Flux event / Kustomization conditions -> Observation.
 - `observations.ObservationStore`: the latest word per object, duplicates and
   replays dropped.

@@ -3,8 +3,8 @@
 Owns the series `/metrics` adds for SPEC §8 and deploy/ alerts on:
 
 - `gitops_bridge_revision_stage_seconds{target, stage}`: histogram of seconds
-  from a revision's creation in the control plane to its commit, sync and
-  healthy stages (observed once per revision: the road store says when first);
+  from a revision's creation in the control plane to its commit, merge
+  (pull-request mode), sync and healthy stages (observed once per revision: the road store says when first);
 - `gitops_bridge_health_deployments{target, sync, status}`: deployments by state;
 - `gitops_bridge_health_source_up{source}`: 1 when the last read of a polled
   source worked; `..._last_event_timestamp_seconds{source}` for every source;
@@ -34,9 +34,14 @@ from bridge.health.rules import STATUSES, SYNCS, Status, Sync
 
 MAX_DEPLOYMENT_SERIES = 2000  # as bridge/observability/metrics.py
 SOURCES = ("argocd", "argocd-notifications", "flux")
-TIMED_STAGES = ("commit", "sync", "healthy")
+TIMED_STAGES = ("commit", "merge", "sync", "healthy")
 # The road store's stage names -> the histogram's `stage` label.
-ROAD_STAGES: dict[Stage, str] = {"committed": "commit", "synced": "sync", "healthy": "healthy"}
+ROAD_STAGES: dict[Stage, str] = {
+    "committed": "commit",
+    "merged": "merge",
+    "synced": "sync",
+    "healthy": "healthy",
+}
 WEBHOOK_OUTCOMES = (
     "accepted",
     "duplicate",

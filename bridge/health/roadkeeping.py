@@ -18,7 +18,9 @@ the histograms of /metrics (bridge.health.metrics) observed once per stage:
   the time the source says health began, when that lies between the commit
   and now (a Flux event's or Argo CD's transition time), else now; `synced`
   no later than `healthy`;
-- `merged` is the pull-request publisher's to call (`merged()`).
+- `merged` (pull-request mode) when the base branch carries the revision
+  and the publisher reports its pull request merged (`merged()`), at the
+  forge's merge time held between the commit and now.
 
 Must not read git or talk to a server. The clock is injected.
 """
@@ -33,6 +35,7 @@ from bridge.health.metrics import HealthMetrics
 from bridge.health.road import Road, RoadStore, Stage
 
 ADOPT_WINDOW = timedelta(hours=1)
+MERGE_SKEW = timedelta(minutes=10)  # forge clock behind ours, tolerated
 MAX_LOOKUP_ATTEMPTS = 3  # per revision, per process: a control plane that never answers
 
 
@@ -77,9 +80,19 @@ class RoadKeeper:
         self._mark(target, deployment_id, revision_id, "pushed", now)
 
     def merged(self, target: str, deployment_id: str, revision_id: str, when: datetime) -> None:
-        """Pull-request mode: the PR that carries the revision was merged."""
-        if self._started(deployment_id, revision_id):
-            self._mark(target, deployment_id, revision_id, "merged", when)
+        """Pull-request mode: the base branch carries the revision, and the
+        forge says a pull request of the target was merged at `when`. A merge
+        from before the revision was committed (less the forge's clock skew)
+        is an earlier pull request's, not this one's; a forge clock ahead of
+        ours is held to now, one behind to the commit."""
+        road = self.road.road(deployment_id, revision_id)
+        if road is None or "committed" not in road.times or "merged" in road.times:
+            return
+        committed = road.times["committed"]
+        if when < committed - MERGE_SKEW:
+            return
+        at = min(max(when, committed), self._clock())
+        self._mark(target, deployment_id, revision_id, "merged", at)
 
     def created(
         self, target: str, deployment_id: str, revision_id: str, when: datetime | None

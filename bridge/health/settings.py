@@ -43,6 +43,7 @@ SCHEMA: dict[str, Any] = {
     },
     "flux": {"webhookSecretEnv": ("str", None)},
     "argocdNotifications": {"tokenEnv": ("str", None)},
+    "forgeStatuses": ("bool", False),
 }
 
 
@@ -81,10 +82,14 @@ class HealthSettings:
     argocd: ArgoCDSettings | None = None
     flux: FluxSettings | None = None
     argocd_notifications: ArgoCDNotificationsSettings | None = None
+    # Commit statuses on the forge of pull-request targets (their forge token).
+    # Opt-in: the token may lack the read permission, and each read spends the
+    # forge's rate limit that the pull requests need.
+    forge_statuses: bool = False
 
     @property
     def enabled(self) -> bool:
-        return any((self.argocd, self.flux, self.argocd_notifications))
+        return any((self.argocd, self.flux, self.argocd_notifications, self.forge_statuses))
 
 
 def env_name(path: str) -> str:
@@ -182,7 +187,18 @@ def health_settings(
         argocd=_argocd(keys, node.get("argocd")),
         flux=_flux(keys, node.get("flux")),
         argocd_notifications=_notifications(keys, node.get("argocdNotifications")),
+        forge_statuses=_flag(keys, node.get("forgeStatuses"), "health.forgeStatuses"),
     )
+
+
+def _flag(keys: _Keys, value: Any, path: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"  # from a BRIDGE_* environment override
+    raise keys.error(path, value, "true or false")
 
 
 def _argocd(keys: _Keys, raw: Any) -> ArgoCDSettings | None:

@@ -193,6 +193,17 @@ class CloneLineage:
         """The branch as the remote has it (as last fetched or pushed)."""
         return self.clone.rev(self.clone.tracking_ref)
 
+    def first_parents(self, head: str, limit: int) -> list[str]:
+        """The branch's commits from `head` back along first parents, newest
+        first, at most `limit` (the commits a consumer of the branch applies:
+        in pull-request mode, the merges). Empty when git cannot say."""
+        if not OID.fullmatch(head) or limit < 1:
+            return []
+        result = self._git("rev-list", "--first-parent", f"--max-count={limit}", head)
+        if result is None or result[0] != 0:
+            return []
+        return [s for s in result[1].decode("ascii", "replace").split() if OID.fullmatch(s)]
+
     def state_files(self, head: str, prefix: str) -> dict[str, str]:
         """path -> blob id of every state file under `prefix` at `head` (one
         `ls-tree`, bounded); empty when git cannot say."""

@@ -50,6 +50,7 @@ class PullReport:
     merged_by: str | None = None
     deployments: list[str] = field(default_factory=list)  # ids it proposes
     note: str = ""
+    merged_at: float | None = None  # epoch seconds, as the forge says: the road's `merged`
 
 
 @dataclass

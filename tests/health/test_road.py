@@ -100,3 +100,34 @@ def test_a_damaged_file_is_set_aside_and_the_road_starts_again(
     road.mark("d", "r", "created", at(0))
     road.save()
     assert RoadStore.open(tmp_path).road("d", "r") is not None
+
+
+def test_merged_is_held_between_the_commit_and_now_and_timed(tmp_path: Path) -> None:
+    """Pull-request mode: the forge's merge time, on the forge's clock."""
+    from prometheus_client import CollectorRegistry
+
+    from bridge.health.metrics import HealthMetrics
+    from bridge.health.roadkeeping import MERGE_SKEW, RoadKeeper
+
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    now = [t0]
+    registry = CollectorRegistry()
+    keeper = RoadKeeper(RoadStore.open(tmp_path), HealthMetrics(registry), clock=lambda: now[0])
+    keeper.merged("agents", "d1", "r1", t0)  # no road yet: nothing
+    assert keeper.road.road("d1", "r1") is None
+    keeper.committed("agents", "d1", "r1", pushed=True)
+    keeper.created("agents", "d1", "r1", t0 - timedelta(minutes=1))
+    now[0] = t0 + timedelta(minutes=5)
+    # An earlier pull request's merge (before the commit, beyond the skew): not this one's.
+    keeper.merged("agents", "d1", "r1", t0 - MERGE_SKEW - timedelta(seconds=1))
+    road = keeper.road.road("d1", "r1")
+    assert road is not None and "merged" not in road.times
+    # A forge clock ahead of ours is held to now; the first mark stays.
+    keeper.merged("agents", "d1", "r1", t0 + timedelta(hours=1))
+    keeper.merged("agents", "d1", "r1", t0 + timedelta(minutes=2))
+    road = keeper.road.road("d1", "r1")
+    assert road is not None and road.times["merged"] == now[0]
+    count = registry.get_sample_value(
+        "gitops_bridge_revision_stage_seconds_count", {"target": "agents", "stage": "merge"}
+    )
+    assert count == 1.0

@@ -225,8 +225,46 @@ def test_schema_is_in_the_config_leaf_format() -> None:
         return out
 
     for path, leaf in leaves(SCHEMA):
-        assert isinstance(leaf, tuple) and leaf[0] in ("str", "path"), path
+        assert isinstance(leaf, tuple) and leaf[0] in ("str", "path", "bool"), path
     assert (
         env_name("health.argocdNotifications.tokenEnv")
         == "BRIDGE_HEALTH_ARGOCD_NOTIFICATIONS_TOKEN_ENV"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(True, True), (False, False), ("true", True), (None, False)]
+)
+def test_forge_statuses_is_a_switch(raw: Any, expected: bool) -> None:
+    settings = load({"forgeStatuses": raw})
+    assert settings.forge_statuses is expected and settings.enabled is expected
+
+
+@pytest.mark.parametrize("raw", ["yes", 1, [], {"on": True}])
+def test_forge_statuses_refuses_anything_else(raw: Any) -> None:
+    with pytest.raises(ConfigError, match=r"health\.forgeStatuses.*true or false"):
+        load({"forgeStatuses": raw})
+
+
+def test_forge_statuses_needs_a_pull_request_target(tmp_path: Path) -> None:
+    """Checked at start with every key: only a pull-request target has a forge token."""
+    from bridge.config import load_settings
+    from bridge.formats.canonical_yaml import dumps
+
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        dumps(
+            {
+                "controlPlane": {
+                    "url": "https://api.example.com",
+                    "apiKeyEnv": "KEY",
+                    "listenerId": "11111111-2222-3333-4444-555555555555",
+                },
+                "targets": [{"namespace": "agents", "repo": "https://git.example.com/a/b.git"}],
+                "git": {"workdir": str(tmp_path / "work")},
+                "health": {"forgeStatuses": True},
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match=r"forgeStatuses.*pull-request"):
+        load_settings(config, env={"KEY": "k" * 20}, require_bridge_key=False)

@@ -283,6 +283,7 @@ class Roller:
             merge_commit=pull.merge_commit if pull is not None else None,
             merged_by=pull.merged_by if pull is not None else None,
             deployments=list(goal.deployments),
+            merged_at=pull.merged_at.timestamp() if pull and pull.merged_at else None,
         )
 
 
