@@ -19,6 +19,7 @@ commit statuses) are counted, not silently passed.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -195,7 +196,11 @@ def _leaves(error: Any) -> list[Any]:
     return [leaf for inner in context for leaf in _leaves(inner)]
 
 
+@functools.cache
 def load() -> Specs:
+    """The two API descriptions, loaded once per process: every conftest that
+    asks for them (tests/forges, tests/pullrequests) gets the same ones. A
+    second load would fail offline (see the order below)."""
     if not GITHUB_FILE.exists() or not FORGEJO_FILE.exists():
         return Specs(
             reason=f"the forges' API descriptions are not at {SHARED} (a clone without "
