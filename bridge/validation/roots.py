@@ -379,6 +379,9 @@ class RootChecker:
         self._probe: Future[str] | None = None
         self._sent: list[tuple[list[str], Future[list[RootCheck]]]] = []
         self._kubectl: list[str] = []
+        # kubectl chunks already building while the caller renders the rest.
+        self._building: list[Future[dict[str, RootCheck]]] = []
+        self._threads: ThreadPoolExecutor | None = None
 
     def add(self, folders: Iterable[str]) -> None:
         """Roots (folders under base) whose files are all written."""
@@ -388,6 +391,9 @@ class RootChecker:
             self._seen.add(folder)
             if not self._library:
                 self._kubectl.append(folder)
+                if len(self._kubectl) >= kustomize.CHUNK:
+                    self._build(self._kubectl)
+                    self._kubectl = []
                 continue
             self._batch.append(folder)
             if len(self._batch) >= self._size:
@@ -437,10 +443,41 @@ class RootChecker:
         except (libkustomize.Unavailable, BrokenProcessPool, FutureTimeout) as e:
             self._sent = [(b, f) for b, f in self._sent if b[0] not in out]
             self._stop_library(e)
-        if self._kubectl:
-            todo, self._kubectl = sorted(self._kubectl), []
-            out.update(_check_roots_kubectl(self._base, todo, self._version, self._dir))
+        try:
+            if self._kubectl:
+                todo, self._kubectl = sorted(self._kubectl), []
+                if self._building:
+                    # The rest joins the chunks under way, spread over the threads.
+                    for chunk in _chunks(todo, available_cpus() + 1):
+                        self._build(chunk)
+                else:
+                    out.update(_check_roots_kubectl(self._base, todo, self._version, self._dir))
+            for building in self._building:
+                out.update(building.result())
+        finally:
+            self.close()
         return out
+
+    def _build(self, chunk: Sequence[str]) -> None:
+        """Start building a chunk with `kubectl kustomize` now, on a thread: the
+        build (a subprocess, no GIL) overlaps the rendering of the next roots."""
+        if self._threads is None:
+            # One build per core, plus one, so that a core is never idle while a
+            # build waits for its output to be checked.
+            self._threads = ThreadPoolExecutor(
+                max_workers=available_cpus() + 1, thread_name_prefix="kustomize"
+            )
+        self._building.append(
+            self._threads.submit(_check_chunk, self._base, list(chunk), self._version, self._dir)
+        )
+
+    def close(self) -> None:
+        """Stop what has not started and wait for the builds under way: their
+        scratch folder is removed after this."""
+        threads, self._threads = self._threads, None
+        self._building = []
+        if threads is not None:
+            threads.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
     def _log_once(release: str) -> None:
@@ -501,15 +538,7 @@ def _check_roots_kubectl(
     # waits for its output to be checked; chunks of at most CHUNK roots, in a
     # multiple of that so that the last round is as full as the others.
     threads = available_cpus() + 1
-    count = math.ceil(len(todo) / kustomize.CHUNK)
-    if count > threads:
-        count = math.ceil(count / threads) * threads
-    size, extra = divmod(len(todo), count)
-    chunks, start = [], 0
-    for index in range(count):
-        end = start + size + (1 if index < extra else 0)
-        chunks.append(todo[start:end])
-        start = end
+    chunks = _chunks(todo, threads)
     threads = min(threads, len(chunks))
     out: dict[str, RootCheck] = {}
     if threads == 1:
@@ -522,6 +551,22 @@ def _check_roots_kubectl(
         ):
             out.update(part)
     return out
+
+
+def _chunks(todo: Sequence[str], threads: int) -> list[Sequence[str]]:
+    """Chunks of at most kustomize.CHUNK roots, as even as can be, their count
+    a multiple of `threads` when there are more so that the last round of
+    builds is as full as the others."""
+    count = math.ceil(len(todo) / kustomize.CHUNK)
+    if count > threads:
+        count = math.ceil(count / threads) * threads
+    size, extra = divmod(len(todo), count)
+    chunks, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        chunks.append(todo[start:end])
+        start = end
+    return chunks
 
 
 def validate_roots(

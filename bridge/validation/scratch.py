@@ -204,6 +204,9 @@ class ValidationRun:
         return {folder: found[folder].problems for folder in sorted(self._roots)}
 
     def close(self) -> None:
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            checker.close()  # its builds read the scratch dir: they end first
         scratch, self._scratch = self._scratch, None
         if scratch is not None:
             scratch.cleanup()
