@@ -130,11 +130,16 @@ def run_loop(
     metrics = Metrics() if listen else None
     health = Health(poll_interval=settings.control_plane.poll_interval)
     client = make_client(settings, metrics=metrics)
-    from bridge.forges import ForgeHosts
+    from bridge.commands.forging import pull_request_targets
 
     # One per process: the pull requests and the health read-back's commit
     # statuses wait on the same rate-limit blocks and spend the same quota.
-    forge_hosts = ForgeHosts()
+    # Both are of pull-request targets: without one, no forge is imported.
+    forge_hosts = None
+    if pull_request_targets(settings):
+        from bridge.forges import ForgeHosts
+
+        forge_hosts = ForgeHosts()
     readback = read_back(settings, metrics, client, forge_hosts)
     server = None
     if listen:
