@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,3 +29,11 @@ def crd_schema_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """JSON schemas made by the real import from the hand-made CRDs in tests/crds:
     present in every checkout, unlike ../shared/schemas."""
     return build_schema_dir(tmp_path_factory.mktemp("crd-schemas"))
+
+
+@pytest.fixture(autouse=True)
+def collected_as_usual() -> Iterator[None]:
+    """A `run` loop run in-process freezes what is alive between its cycles
+    (bridge.commands.run.collect_between_cycles); later tests collect as usual."""
+    yield
+    gc.unfreeze()
