@@ -553,11 +553,21 @@ def _check_roots_kubectl(
     return out
 
 
+# A batch is split over the cores only when each part keeps at least this many
+# roots: a kustomize process costs ~85 ms to start, then ~20 ms a root.
+MIN_SPLIT = 4
+
+
 def _chunks(todo: Sequence[str], threads: int) -> list[Sequence[str]]:
     """Chunks of at most kustomize.CHUNK roots, as even as can be, their count
     a multiple of `threads` when there are more so that the last round of
-    builds is as full as the others."""
+    builds is as full as the others. A batch smaller than a chunk per core is
+    still spread over the cores (each part at least MIN_SPLIT roots): 10 roots
+    in two builds side by side took 0.19 s against 0.28 s in one, on 2 cores,
+    for ~25 % more CPU. That is the common case of a busy loop (a few changed
+    deployments per target, one target after the other)."""
     count = math.ceil(len(todo) / kustomize.CHUNK)
+    count = max(count, min(available_cpus(), len(todo) // MIN_SPLIT))
     if count > threads:
         count = math.ceil(count / threads) * threads
     size, extra = divmod(len(todo), count)

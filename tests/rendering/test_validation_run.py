@@ -1,7 +1,9 @@
 """Validation fed root by root (`Validator.begin`, `RootChecker.add`): the same
 answers as validating all roots at once, builds started before the last root
-is added, and a scratch dir that fails midway falls back to the whole-batch
-path. Real kustomize (library and kubectl), real worker processes."""
+is added (library batches and kubectl chunks), builds ended when a run is
+closed, small batches spread over the cores, and a scratch dir that fails
+midway falls back to the whole-batch path. Real kustomize (library and
+kubectl), real worker processes."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 
 from bridge.validation import libkustomize
 from bridge.validation import roots as validation
+from bridge.validation.kustomize import CHUNK
 from bridge.validation.roots import LIBRARY_BATCH, RootChecker, check_roots
 from bridge.validation.scratch import Validator
 from tests.rendering.test_libkustomize import needs_library
@@ -122,3 +125,58 @@ def test_a_scratch_dir_that_fails_midway_falls_back(
         run.close()
         (shm / scratch.name).unlink(missing_ok=True)
     assert list(shm.iterdir()) == []
+
+
+def test_kubectl_chunks_are_built_before_the_last_root_is_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `kubectl kustomize` (the default install), a full chunk starts
+    building on a thread as soon as it is added; the answers are the same."""
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, "kubectl")
+    folders = write_roots(tmp_path, CHUNK + 5)
+    checker = RootChecker(tmp_path)
+    checker.add(folders[:CHUNK])
+    [building] = checker._building
+    assert sorted(building.result(timeout=120)) == sorted(folders[:CHUNK])
+    checker.add(folders[CHUNK:] + folders[:1])  # a root added twice counts once
+    found = checker.results()
+    assert checker._building == [] and checker._threads is None  # threads ended
+    assert found == check_roots(tmp_path, folders)
+    assert sorted(found) == sorted(folders)
+
+
+def test_closing_a_checker_ends_its_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cycle cut short closes its run: builds under way finish before the scratch
+    dir goes, and the ones not started never start."""
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, "kubectl")
+    folders = write_roots(tmp_path, 3 * CHUNK)
+    checker = RootChecker(tmp_path)
+    checker.add(folders)
+    futures = list(checker._building)
+    assert len(futures) == 3
+    checker.close()
+    assert all(f.done() for f in futures)
+    assert checker._threads is None
+
+
+@pytest.mark.parametrize(
+    ("roots", "cpus", "sizes"),
+    [
+        (1, 2, [1]),
+        (7, 2, [7]),  # under 2 x MIN_SPLIT: one build is cheaper than two starts
+        (10, 2, [5, 5]),  # a few changes per target: both cores build
+        (10, 4, [5, 5]),
+        (16, 4, [4, 4, 4, 4]),
+        (33, 2, [11, 11, 11]),
+        (100, 2, [12] + [11] * 8),  # rounds of `threads` chunks of at most CHUNK
+    ],
+)
+def test_chunks_spread_small_batches_over_the_cores(
+    monkeypatch: pytest.MonkeyPatch, roots: int, cpus: int, sizes: list[int]
+) -> None:
+    monkeypatch.setattr(validation, "available_cpus", lambda: cpus)
+    todo = [f"r{i:03d}" for i in range(roots)]
+    chunks = validation._chunks(todo, cpus + 1)
+    assert [len(c) for c in chunks] == sizes
+    assert [r for c in chunks for r in c] == todo
+    assert all(len(c) <= CHUNK for c in chunks)
