@@ -25,12 +25,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from bridge.commands.bootstrap import (
+from bridge.commands.consumernames import (
     ARGOCD_NAMESPACE,
     FLUX_NAMESPACE,
     PART_OF,
     ResolvedTarget,
-    dns_name,
+    flux_deployment_name,
 )
 from bridge.config import Settings
 from bridge.errors import ConfigError
@@ -81,12 +81,6 @@ def flux_event_annotations(path: str) -> dict[str, str]:
         EVENT_ANNOTATION_PREFIX + FLUX_PATH_METADATA: path.removeprefix("./"),
         EVENT_ANNOTATION_PREFIX + FLUX_WAIT_METADATA: "true",
     }
-
-
-def flux_deployment_name(cluster: str, namespace: str, folder: str) -> str:
-    """The per-deployment Kustomization's name (bridge.commands.healthreading
-    routes events of one without annotations by it)."""
-    return dns_name("langsmith", cluster, namespace, folder)
 
 
 def flux_deployment_kustomizations(

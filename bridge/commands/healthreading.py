@@ -21,8 +21,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from bridge.commands.bootstrap import ARGOCD_NAMESPACE, FLUX_NAMESPACE, dns_name
-from bridge.commands.healthmanifests import flux_deployment_name
+from bridge.commands.consumernames import (
+    ARGOCD_NAMESPACE,
+    FLUX_NAMESPACE,
+    dns_name,
+    flux_deployment_name,
+)
 from bridge.config import Target
 from bridge.formats.state import MAX_STATE_BYTES, DeploymentState
 from bridge.health.assessing import DeploymentHealth, assess_all
