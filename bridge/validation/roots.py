@@ -357,9 +357,11 @@ class RootChecker:
     With Kustomize's library, every LIBRARY_BATCH roots added go to the worker
     processes at once, so that building and checking them overlaps whatever
     the caller does meanwhile (the reconciler renders the next deployments).
-    `results()` waits for them; whatever the library could not do (it is
-    unavailable, a worker died, a batch hung) and everything under the kubectl
-    engine is built there with `kubectl kustomize`, in aggregate."""
+    With `kubectl kustomize`, every full chunk of kustomize.CHUNK roots
+    starts building on a thread at once, for the same reason. `results()`
+    waits for them all, and builds in aggregate with `kubectl kustomize` the
+    rest: roots short of a chunk, and whatever the library could not do (it
+    is unavailable, a worker died, a batch hung)."""
 
     def __init__(
         self,
@@ -382,6 +384,7 @@ class RootChecker:
         # kubectl chunks already building while the caller renders the rest.
         self._building: list[Future[dict[str, RootCheck]]] = []
         self._threads: ThreadPoolExecutor | None = None
+        self._cpus = available_cpus()
 
     def add(self, folders: Iterable[str]) -> None:
         """Roots (folders under base) whose files are all written."""
@@ -446,12 +449,14 @@ class RootChecker:
         try:
             if self._kubectl:
                 todo, self._kubectl = sorted(self._kubectl), []
-                if self._building:
-                    # The rest joins the chunks under way, spread over the threads.
-                    for chunk in _chunks(todo, available_cpus() + 1):
-                        self._build(chunk)
+                chunks = _chunks(todo, self._cpus)
+                if len(chunks) == 1 and not self._building:
+                    # One build and nothing under way: no thread for it.
+                    out.update(_check_chunk(self._base, chunks[0], self._version, self._dir))
                 else:
-                    out.update(_check_roots_kubectl(self._base, todo, self._version, self._dir))
+                    # The rest joins the chunks under way, spread over the threads.
+                    for chunk in chunks:
+                        self._build(chunk)
             for building in self._building:
                 out.update(building.result())
         finally:
@@ -465,7 +470,7 @@ class RootChecker:
             # One build per core, plus one, so that a core is never idle while a
             # build waits for its output to be checked.
             self._threads = ThreadPoolExecutor(
-                max_workers=available_cpus() + 1, thread_name_prefix="kustomize"
+                max_workers=self._cpus + 1, thread_name_prefix="kustomize"
             )
         self._building.append(
             self._threads.submit(_check_chunk, self._base, list(chunk), self._version, self._dir)
@@ -531,43 +536,23 @@ def check_roots(
     return checker.results()
 
 
-def _check_roots_kubectl(
-    base: Path, todo: Sequence[str], kubernetes_version: str, directory: str | None
-) -> dict[str, RootCheck]:
-    # One build per core, plus one, so that a core is never idle while a build
-    # waits for its output to be checked; chunks of at most CHUNK roots, in a
-    # multiple of that so that the last round is as full as the others.
-    threads = available_cpus() + 1
-    chunks = _chunks(todo, threads)
-    threads = min(threads, len(chunks))
-    out: dict[str, RootCheck] = {}
-    if threads == 1:
-        for chunk in chunks:
-            out.update(_check_chunk(base, chunk, kubernetes_version, directory))
-        return out
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for part in pool.map(
-            lambda c: _check_chunk(base, c, kubernetes_version, directory), chunks
-        ):
-            out.update(part)
-    return out
-
-
 # A batch is split over the cores only when each part keeps at least this many
 # roots: a kustomize process costs ~85 ms to start, then ~20 ms a root.
 MIN_SPLIT = 4
 
 
-def _chunks(todo: Sequence[str], threads: int) -> list[Sequence[str]]:
-    """Chunks of at most kustomize.CHUNK roots, as even as can be, their count
-    a multiple of `threads` when there are more so that the last round of
-    builds is as full as the others. A batch smaller than a chunk per core is
-    still spread over the cores (each part at least MIN_SPLIT roots): 10 roots
-    in two builds side by side took 0.19 s against 0.28 s in one, on 2 cores,
-    for ~25 % more CPU. That is the common case of a busy loop (a few changed
-    deployments per target, one target after the other)."""
+def _chunks(todo: Sequence[str], cpus: int) -> list[Sequence[str]]:
+    """Chunks of at most kustomize.CHUNK roots, as even as can be, for `cpus`
+    + 1 threads (a core is never idle while a build waits for its output to be
+    checked); their count a multiple of the threads when there are more, so
+    that the last round of builds is as full as the others. A batch smaller
+    than a chunk per core is still spread over the cores (each part at least
+    MIN_SPLIT roots): 10 roots in two builds side by side took 0.19 s against
+    0.28 s in one, on 2 cores, for ~25 % more CPU. That is the common case of
+    a busy loop (a few changed deployments per target, one after the other)."""
+    threads = cpus + 1
     count = math.ceil(len(todo) / kustomize.CHUNK)
-    count = max(count, min(available_cpus(), len(todo) // MIN_SPLIT))
+    count = max(count, min(cpus, len(todo) // MIN_SPLIT))
     if count > threads:
         count = math.ceil(count / threads) * threads
     size, extra = divmod(len(todo), count)
