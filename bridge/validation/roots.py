@@ -267,13 +267,37 @@ def _check_output(text: str, kubernetes_version: str, schema_dir: str | None) ->
     return out
 
 
+_SLOTS: threading.BoundedSemaphore | None = None
+_SLOTS_GUARD = threading.Lock()
+
+
+def _build_slots() -> threading.BoundedSemaphore:
+    """One `kubectl kustomize` process at a time per core, across the process.
+
+    The builds run from cores + 1 threads, so that a core is never idle while
+    a thread checks its build's output; but only the processes need the
+    cores. A third process at once on 2 cores only queued for the CPU while
+    holding its memory (~100 MB with GOGC=400): cold `run --once` of 1,000
+    deployments, whole tree's peak 405 -> 329 MB (median of 3) at the same wall time."""
+    global _SLOTS
+    with _SLOTS_GUARD:
+        if _SLOTS is None:
+            _SLOTS = threading.BoundedSemaphore(available_cpus())
+        return _SLOTS
+
+
+def _kustomize_text(root: Path) -> str:
+    with _build_slots():
+        return kustomize_text(root)
+
+
 def _check_chunk(
     base: Path, folders: Sequence[str], kubernetes_version: str, schema_dir: str | None
 ) -> dict[str, RootCheck]:
     if len(folders) == 1:
         folder = folders[0]
         try:
-            text = kustomize_text(base / folder)
+            text = _kustomize_text(base / folder)
         except BuildError as e:
             return {folder: RootCheck(build_error=str(e))}
         result = RootCheck()
@@ -289,7 +313,7 @@ def _check_chunk(
     with tempfile.TemporaryDirectory(prefix=".validate-", dir=base) as tmp:
         parent = _write_parent(base, Path(tmp), folders)
         try:
-            text = kustomize_text(parent)
+            text = _kustomize_text(parent)
         except BuildError:
             mid = len(folders) // 2
             out = _check_chunk(base, folders[:mid], kubernetes_version, schema_dir)

@@ -1,8 +1,9 @@
 """Validation fed root by root (`Validator.begin`, `RootChecker.add`): the same
 answers as validating all roots at once, builds started before the last root
 is added (library batches and kubectl chunks), builds ended when a run is
-closed, small batches spread over the cores, and a scratch dir that fails
-midway falls back to the whole-batch path. Real kustomize (library and
+closed, small batches spread over the cores, no more `kubectl kustomize`
+processes at once than cores, and a scratch dir that fails midway falls back
+to the whole-batch path. Real kustomize (library and
 kubectl), real worker processes."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from bridge.validation import libkustomize
 from bridge.validation import roots as validation
 from bridge.validation.kustomize import CHUNK
-from bridge.validation.roots import LIBRARY_BATCH, RootChecker, check_roots
+from bridge.validation.roots import LIBRARY_BATCH, MIN_SPLIT, RootChecker, check_roots
 from bridge.validation.scratch import Validator
 from tests.rendering.test_libkustomize import needs_library
 from tests.rendering.test_validation_parallel import write_roots
@@ -157,6 +159,37 @@ def test_closing_a_checker_ends_its_builds(tmp_path: Path, monkeypatch: pytest.M
     checker.close()
     assert all(f.done() for f in futures)
     assert checker._threads is None
+
+
+def test_no_more_kubectl_processes_at_once_than_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builds run from cores + 1 threads, but a third kubectl on 2 cores would
+    only wait for a CPU while holding ~100 MB: the processes take a slot each."""
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, "kubectl")
+    monkeypatch.setattr(validation, "available_cpus", lambda: 2)
+    monkeypatch.setattr(validation, "_SLOTS", None)
+    real = validation.kustomize_text
+    running, peak, guard = [0], [0], threading.Lock()
+
+    def counted(root: Path) -> str:
+        with guard:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return real(root)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(validation, "kustomize_text", counted)
+    folders = write_roots(tmp_path, 6 * MIN_SPLIT)
+    checker = RootChecker(tmp_path)
+    checker.add(folders)
+    found = checker.results()
+    assert sorted(found) == sorted(folders)
+    assert all(c.objects and not c.errors and c.build_error is None for c in found.values())
+    assert peak[0] == 2  # three threads, two processes
 
 
 @pytest.mark.parametrize(
