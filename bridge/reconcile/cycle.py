@@ -37,7 +37,7 @@ from bridge.reconcile.notices import Notices
 from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult, invalid_as_failed
 from bridge.reconcile.planning import Planner, Validate
 from bridge.reconcile.plans import Publisher, TreeView
-from bridge.reconcile.stages import TargetStages
+from bridge.reconcile.stages import Started, TargetStages
 
 log = logging.getLogger("bridge.reconcile")
 
@@ -178,32 +178,77 @@ class Reconciler:
         if self.notices.changed(("listener", "unmanaged"), tuple(unmanaged)):
             for message in unmanaged:
                 log.warning("%s", message, extra={"event": "unmanaged"})
-        for target in owned:
-            result = TargetResult(target=target)
-            report.targets.append(result)
-            report.outcomes.extend(self._target(target, listing, result, opened.pop(target.key)))
+        # Each target's publish (commits, then a push: a round trip to its
+        # remote) runs on one thread while the next target is planned here.
+        outcomes: list[list[Outcome]] = []
+        waiting: tuple[int, Started] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publishing:
+            try:
+                for target in owned:
+                    result = TargetResult(target=target)
+                    report.targets.append(result)
+                    outcomes.append([])
+                    entry = opened.pop(target.key)
+                    started = self._start(target, listing, result, entry, publishing)
+                    if waiting is not None:
+                        (index, before), waiting = waiting, None
+                        outcomes[index] = self._finish(before)
+                    if isinstance(started, Started):
+                        waiting = (len(outcomes) - 1, started)
+                    else:
+                        outcomes[-1] = started
+                if waiting is not None:
+                    (index, before), waiting = waiting, None
+                    outcomes[index] = self._finish(before)
+            finally:
+                if waiting is not None:  # the cycle was cut short: let that publish end
+                    wait([waiting[1].published])
+                    waiting[1].publisher.close()
+        for each in outcomes:
+            report.outcomes.extend(each)
         return report
 
-    def _target(
-        self, target: Target, listing: Listing, result: TargetResult, entry: _Opened
-    ) -> list[Outcome]:
-        """One target's outcomes; its failure is recorded in `result`, never raised."""
-        ns = target.namespace
+    def _start(
+        self,
+        target: Target,
+        listing: Listing,
+        result: TargetResult,
+        entry: _Opened,
+        publishing: ThreadPoolExecutor,
+    ) -> list[Outcome] | Started:
+        """One target planned and its publish started, or its outcomes when that
+        is all; a failure is recorded in `result`, never raised."""
         if isinstance(entry, BridgeError):
-            result.error = entry
-            log.error("target %s: %s", ns, entry, extra={"target": ns})
-            return []
+            return self._failed(target, result, entry)
         publisher, first_open = entry
+        started: list[Outcome] | Started = []
         try:
-            return self.stages.run(publisher, target, listing, result, first_open)
-        except BridgeError as e:
-            result.error = e
-            log.error("target %s: %s", ns, e, extra={"target": ns})
+            self.planner.next_target()
+            started = self.stages.start(publisher, target, listing, result, first_open, publishing)
         except Exception as e:
+            started = self._failed(target, result, e)
+        finally:
+            if not isinstance(started, Started):
+                publisher.close()
+        return started
+
+    def _finish(self, started: Started) -> list[Outcome]:
+        """The outcomes of a target whose publish was started."""
+        try:
+            return self.stages.finish(started)
+        except Exception as e:
+            return self._failed(started.target, started.result, e)
+        finally:
+            started.publisher.close()
+
+    def _failed(self, target: Target, result: TargetResult, error: Exception) -> list[Outcome]:
+        """A target's failure, recorded in `result`; no outcomes."""
+        ns = target.namespace
+        if isinstance(error, BridgeError):
+            result.error = error
+            log.error("target %s: %s", ns, error, extra={"target": ns})
+        else:
             # Isolation: whatever one target's tree or remote holds, the other
             # targets are reconciled (a crash loop would block every team).
-            result.error = self.notices.internal(e, f"target {ns}", target.key, target=ns)
-        finally:
-            publisher.close()
-            self.planner.end_target()
+            result.error = self.notices.internal(error, f"target {ns}", target.key, target=ns)
         return []

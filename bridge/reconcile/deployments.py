@@ -55,8 +55,10 @@ class DeploymentPlanner:
         # the deployments listed last.
         self._remembered: dict[str, _Remembered] = {}
         self._remembered_next: dict[str, _Remembered] = {}
-        # Per cycle: plans by their whole input, so a push retry does not render again.
+        # Plans by their whole input, so that a push retry does not render again:
+        # this target's and (`_plans_before`) the one's before it.
         self._plans: dict[object, Planned] = {}
+        self._plans_before: dict[object, Planned] = {}
         self._sealer: Sealer | None = None
         self._sealer_loaded = False
 
@@ -64,12 +66,13 @@ class DeploymentPlanner:
         self._remembered_next = {}
 
     def end_cycle(self) -> None:
-        self._plans.clear()
+        self._plans, self._plans_before = {}, {}
         self._remembered, self._remembered_next = self._remembered_next, {}
 
-    def forget_plans(self) -> None:
-        """Free the rendered files (at 10,000 deployments they were ~160 MB)."""
-        self._plans.clear()
+    def next_target(self) -> None:
+        """Free the rendered files of all but the last target (at 10,000
+        deployments all of them were ~160 MB)."""
+        self._plans_before, self._plans = self._plans, {}
 
     @property
     def sealer(self) -> Sealer | None:
@@ -116,7 +119,7 @@ class DeploymentPlanner:
             sealed_for,
             (old.folder, old.state.to_bytes(), tuple(sorted(old.files.items()))) if old else None,
         )
-        cached = self._plans.get(plan_key)
+        cached = self._plans.get(plan_key) or self._plans_before.get(plan_key)
         if cached is None:
             cached = self._render(view, dep, name, context, old, digest, sealed_for)
             if old is not None and old.folder == name:

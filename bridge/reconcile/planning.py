@@ -151,22 +151,27 @@ class Planner:
         self.deployments = DeploymentPlanner(settings, force_reseal=force_reseal)
         self.existing = ExistingReader()
         self._contexts: dict[str, RenderContext] = {}  # target key -> last RenderContext
-        # Per target (push retries): validation results by root path and bytes.
-        self._validated: dict[tuple[str, str], list[str]] = {}
+        # For push retries: validation results by root path and bytes, by target
+        # key, of the targets planned since the last `next_target` and before it.
+        self._validated: dict[str, dict[tuple[str, str], list[str]]] = {}
+        self._drafted: set[str] = set()
 
     def begin_cycle(self) -> None:
         self.existing.begin_cycle()
         self.deployments.begin_cycle()
 
     def end_cycle(self) -> None:
-        self.end_target()
+        self._validated, self._drafted = {}, set()
         self.deployments.end_cycle()
         self.existing.end_cycle()
 
-    def end_target(self) -> None:
-        """Plans are only reused by this target's push retries: free them now."""
-        self.deployments.forget_plans()
-        self._validated.clear()
+    def next_target(self) -> None:
+        """Plans and validations are only reused by a target's own push retries,
+        and those come while the next target is planned (the cycle publishes one
+        target while it plans the next): keep the last target's, free the rest."""
+        self.deployments.next_target()
+        self._validated = {k: v for k, v in self._validated.items() if k in self._drafted}
+        self._drafted = set()
 
     # -- draft ---------------------------------------------------------------
 
@@ -260,6 +265,9 @@ class Planner:
         # rendered: Kustomize runs in its worker processes while this thread renders on.
         begin = getattr(self.validate, "begin", None)
         run: ValidationRun | None = begin(len(ordered)) if callable(begin) else None
+        # What this target's earlier plans of the cycle validated (a push retry).
+        memo = self._validated.setdefault(draft.target.key, {})
+        self._drafted.add(draft.target.key)
         try:
             for position, dep in enumerate(ordered, 1):
                 # Progress of the expensive part (planning renders what changed).
@@ -279,14 +287,12 @@ class Planner:
                 pending.append(planned)
                 path = f"{draft.ns_dir}/{planned.name}"
                 # (The memo is empty but when a push race re-plans a target.)
-                if run is not None and (
-                    not self._validated or (path, root_key(planned.files)) not in self._validated
-                ):
+                if run is not None and (not memo or (path, root_key(planned.files)) not in memo):
                     run.add(path, planned.files)
             validated: dict[str, list[str]] = {}
             if self.validate is not None and pending:
                 roots = {f"{draft.ns_dir}/{p.name}": p.files for p in pending}
-                validated = self._validate(roots, run)
+                validated = self._validate(roots, run, memo)
         finally:
             if run is not None:
                 run.close()
@@ -331,18 +337,21 @@ class Planner:
         return _Pending(dep, kind, files, state, name)
 
     def _validate(
-        self, roots: dict[str, dict[str, bytes]], run: ValidationRun | None
+        self,
+        roots: dict[str, dict[str, bytes]],
+        run: ValidationRun | None,
+        memo: dict[tuple[str, str], list[str]],
     ) -> dict[str, list[str]]:
         """`self.validate`, skipping roots already validated this cycle with the same
         bytes; `run` has been given exactly those roots already, as they were rendered."""
         assert self.validate is not None
         keys = {path: root_key(files) for path, files in roots.items()}
-        todo = {p: f for p, f in roots.items() if (p, keys[p]) not in self._validated}
+        todo = {p: f for p, f in roots.items() if (p, keys[p]) not in memo}
         if todo:
             found = run.results() if run is not None else self.validate(todo)
             for path in todo:
-                self._validated[(path, keys[path])] = found.get(path, [])
-        return {p: self._validated[(p, keys[p])] for p in roots if self._validated[(p, keys[p])]}
+                memo[(path, keys[path])] = found.get(path, [])
+        return {p: memo[(p, keys[p])] for p in roots if memo[(p, keys[p])]}
 
     def _live_changes(
         self, draft: Draft, pending: list[_Pending], validated: Mapping[str, list[str]]

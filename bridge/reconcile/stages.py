@@ -7,6 +7,11 @@
     plan  = planner.finish(draft, decision, gone)
     publisher.publish(plan)                   commit, push
 
+`start` and `finish` split a target's turn at the publish, so that the cycle
+plans the next target while this one's commits are written and pushed
+(`publish` on one other thread; the planner is only ever used from the
+cycle's thread, retries included).
+
 A rejected push (someone else pushed first) opens the target again and
 re-plans on the new head, with jittered backoff; never a force. A local clone
 found damaged is cloned again and the target retried once in the same cycle;
@@ -20,7 +25,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import TypeVar
 
 from bridge.config import Settings, Target
 from bridge.errors import (
@@ -38,11 +45,24 @@ from bridge.reconcile.listing import Listing
 from bridge.reconcile.notices import Notices, OnEvent
 from bridge.reconcile.outcomes import Outcome, TargetResult
 from bridge.reconcile.planning import Planner
-from bridge.reconcile.plans import Plan, Publisher, TreeView
+from bridge.reconcile.plans import Plan, Published, Publisher, TreeView
 
 log = logging.getLogger("bridge.reconcile")
 
 ConfirmGone = Callable[[Sequence[str]], Collection[str]]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Started:
+    """A target planned on the cycle's thread, its publish under way elsewhere."""
+
+    publisher: Publisher
+    target: Target
+    listing: Listing
+    result: TargetResult
+    plan: Plan
+    published: Future[Published]
 
 
 class TargetStages:
@@ -73,18 +93,60 @@ class TargetStages:
         self.sleep = sleep
         self.rng = rng
 
-    def run(
+    def start(
         self,
         publisher: Publisher,
         target: Target,
         listing: Listing,
         result: TargetResult,
         first_open: Future[TreeView] | None,
-    ) -> list[Outcome]:
-        """Plan and publish one target; its outcomes. Raises BridgeError for the
-        target (the cycle records it and goes on with the others)."""
+        publishing: Executor,
+    ) -> list[Outcome] | Started:
+        """Open and plan one target, and hand its first publish to `publishing`
+        (one thread): the cycle plans the next target while this one's commits
+        are written and pushed. Open and plan stay on the caller's thread, the
+        only one that uses the planner. The outcomes when there is nothing to
+        publish (dry run) or a broken clone made the target start over; else
+        `finish` it. Raises BridgeError for the target (the cycle records it
+        and goes on with the others)."""
+        return self._once_more(
+            target,
+            lambda: self._start(publisher, target, listing, result, first_open, publishing),
+            lambda: self._publish(publisher, target, listing, result, None),
+        )
+
+    def finish(self, started: Started) -> list[Outcome]:
+        """The outcomes of a target `start` handed over, once its publish is
+        done. A rejected push is retried here, on the caller's thread:
+        fetched, re-planned on the new head, after a backoff wait."""
+        publisher, target, listing, result = (
+            started.publisher,
+            started.target,
+            started.listing,
+            started.result,
+        )
+
+        def first() -> list[Outcome]:
+            try:
+                published = started.published.result()
+            except PushRejected:
+                if not self._retrying(target, 0):
+                    raise
+                return self._publish(publisher, target, listing, result, None, first_attempt=1)
+            return self._done(started.plan, published, result)
+
+        return self._once_more(
+            target, first, lambda: self._publish(publisher, target, listing, result, None)
+        )
+
+    def _once_more(
+        self,
+        target: Target,
+        first: Callable[[], list[Outcome] | _T],
+        again: Callable[[], list[Outcome]],
+    ) -> list[Outcome] | _T:
         try:
-            return self._publish(publisher, target, listing, result, first_open)
+            return first()
         except LocalCloneBroken as e:
             # The writer has marked its clone: the next open() moves it aside and
             # clones again, so the cycle carries on instead of failing until the
@@ -95,11 +157,29 @@ class TargetStages:
                 e,
                 extra={"target": target.namespace},
             )
-            return self._publish(publisher, target, listing, result, None)
+            return again()
         except GitError as e:
             if isinstance(e, HistoryRewritten):
                 log.critical("%s", e, extra={"target": target.namespace})
             raise
+
+    def _start(
+        self,
+        publisher: Publisher,
+        target: Target,
+        listing: Listing,
+        result: TargetResult,
+        first_open: Future[TreeView] | None,
+        publishing: Executor,
+    ) -> list[Outcome] | Started:
+        view = first_open.result() if first_open is not None else publisher.open()
+        plan = self._planned(view, target, listing, result)
+        if self.dry_run:
+            return plan.outcomes
+        # Also a plan without changes: a pull request may have to be closed.
+        return Started(
+            publisher, target, listing, result, plan, publishing.submit(publisher.publish, plan)
+        )
 
     def _publish(
         self,
@@ -108,43 +188,60 @@ class TargetStages:
         listing: Listing,
         result: TargetResult,
         first_open: Future[TreeView] | None,
+        *,
+        first_attempt: int = 0,
     ) -> list[Outcome]:
         """Open, plan, publish; a rejected push starts over on the new head.
         `first_open`: the first attempt's open(), already started."""
         attempts = max(1, self.settings.git.push_retries + 1)
-        ns = target.namespace
-        for attempt in range(attempts):
-            if attempt == 0 and first_open is not None:
+        for attempt in range(first_attempt, attempts):
+            if attempt == first_attempt and first_open is not None:
                 view = first_open.result()  # raises what open() raised
             else:
                 view = publisher.open()
-            result.head = view.head
-            plan = self.plan(view, target, listing)
-            result.held, result.approval_notes = list(plan.held), list(plan.notes)
+            plan = self._planned(view, target, listing, result)
             if self.dry_run:
                 return plan.outcomes
             try:
                 # Also a plan without changes: a pull request may have to be closed.
                 published = publisher.publish(plan)
             except PushRejected:
-                self.on_event("push", {"target": ns, "outcome": "rejected"})
-                if attempt + 1 >= attempts:
+                if not self._retrying(target, attempt):
                     raise
-                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + self.rng.random())
-                log.info(
-                    "push to %s was rejected (someone else pushed); fetching and "
-                    "re-rendering on the new head in %.1fs",
-                    target.repo,
-                    delay,
-                    extra={"target": ns},
-                )
-                self.sleep(delay)
                 continue
-            result.pulls = published.pulls
-            if plan.changes:
-                self._record(plan, published.shas, published.pushed, result)
-            return plan.outcomes
+            return self._done(plan, published, result)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _planned(
+        self, view: TreeView, target: Target, listing: Listing, result: TargetResult
+    ) -> Plan:
+        result.head = view.head
+        plan = self.plan(view, target, listing)
+        result.held, result.approval_notes = list(plan.held), list(plan.notes)
+        return plan
+
+    def _retrying(self, target: Target, attempt: int) -> bool:
+        """After a rejected push: False on the last attempt, else True after a
+        backoff wait."""
+        self.on_event("push", {"target": target.namespace, "outcome": "rejected"})
+        if attempt + 1 >= max(1, self.settings.git.push_retries + 1):
+            return False
+        delay = min(30.0, 0.5 * 2**attempt) * (0.5 + self.rng.random())
+        log.info(
+            "push to %s was rejected (someone else pushed); fetching and "
+            "re-rendering on the new head in %.1fs",
+            target.repo,
+            delay,
+            extra={"target": target.namespace},
+        )
+        self.sleep(delay)
+        return True
+
+    def _done(self, plan: Plan, published: Published, result: TargetResult) -> list[Outcome]:
+        result.pulls = published.pulls
+        if plan.changes:
+            self._record(plan, published.shas, published.pushed, result)
+        return plan.outcomes
 
     def plan(self, view: TreeView, target: Target, listing: Listing) -> Plan:
         """The stages before publishing: draft, guard, confirmation, finish."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,114 @@ def test_a_restart_reads_ahead_only_its_own_namespaces_state_files(
         ["test-cluster/agents/alpha/" + STATE_FILE],
         ["test-cluster/staging/beta/" + STATE_FILE],
     ]
+
+
+class _Held:
+    """A publisher whose publish waits until `go` is set (or 60 s pass), and
+    records whether it had to wait."""
+
+    def __init__(self, inner: Any, go: threading.Event, waited: list[bool]) -> None:
+        self._inner, self._go, self._waited = inner, go, waited
+
+    def open(self) -> Any:
+        return self._inner.open()
+
+    def publish(self, plan: Any) -> Any:
+        self._waited.append(self._go.wait(timeout=60))
+        return self._inner.publish(plan)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_target_is_published_while_the_next_one_is_planned(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first target's commits and push run on their own thread while the
+    cycle plans the second target; the report keeps the targets' order."""
+    from bridge.commands.wiring import make_reconciler
+    from bridge.reconcile.planning import Planner
+
+    world.create("alpha", namespace="agents")
+    world.create("beta", namespace="staging")
+    reconciler, close = make_reconciler(world.settings())
+    go, waited = threading.Event(), list[bool]()
+    open_publisher = reconciler.open_publisher
+    reconciler.open_publisher = lambda t: (
+        _Held(open_publisher(t), go, waited) if t.namespace == "agents" else open_publisher(t)
+    )
+    draft = Planner.draft
+
+    def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
+        if target.namespace == "staging":
+            go.set()  # agents' publish is waiting for this very moment
+        return draft(self, view, target, *args)
+
+    monkeypatch.setattr(Planner, "draft", drafting)
+    try:
+        report = reconciler.run_cycle()
+    finally:
+        close()
+    assert waited == [True]
+    assert report.exit_code() == 0
+    assert [o.name for o in report.outcomes] == ["alpha", "beta"]
+    assert all(o.commit for o in report.outcomes)
+    assert [r.pushed for r in report.targets] == [True, True]
+    assert world.subjects("agents")[0].startswith("deploy(agents/alpha)")
+    assert world.subjects("staging")[0].startswith("deploy(staging/beta)")
+
+
+def test_a_push_rejected_on_the_publish_thread_is_retried_without_rendering_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone pushes to the first target's branch while the bridge publishes it
+    and plans the second: the rejected push is retried on the new head, after
+    the second target was planned, with the plan already made (not rendered
+    again) and the human's commit kept."""
+    from bridge.commands.wiring import make_reconciler
+    from bridge.rendering import rendering
+
+    world.create("alpha", namespace="agents")
+    world.create("beta", namespace="staging")
+    reconciler, close = make_reconciler(world.settings())
+    reconciler.sleep = lambda _s: None
+    clone = world.clone("agents")
+    open_publisher = reconciler.open_publisher
+
+    class Raced(_Held):
+        def publish(self, plan: Any) -> Any:
+            if not raced:
+                (clone / "human.txt").write_text("hello\n")
+                git("add", "-A", cwd=clone)
+                git("commit", "-qm", "human change", cwd=clone)
+                git("push", "-q", "origin", "HEAD:main", cwd=clone)
+                raced.append(True)
+            return self._inner.publish(plan)
+
+    raced: list[bool] = []
+    reconciler.open_publisher = lambda t: (
+        Raced(open_publisher(t), threading.Event(), [])
+        if t.namespace == "agents"
+        else open_publisher(t)
+    )
+    renders: list[str] = []
+    render = rendering.render_deployment
+
+    def counting(dep: Any, *args: Any, **kwargs: Any) -> Any:
+        renders.append(dep.name)
+        return render(dep, *args, **kwargs)
+
+    monkeypatch.setattr(rendering, "render_deployment", counting)
+    events: list[tuple[str, Any]] = []
+    reconciler.stages.on_event = lambda name, data: events.append((name, dict(data)))
+    try:
+        report = reconciler.run_cycle()
+    finally:
+        close()
+    assert report.exit_code() == 0
+    assert ("push", {"target": "agents", "outcome": "rejected"}) in events
+    assert sorted(renders) == ["alpha", "beta"]  # the retry reused alpha's plan
+    subjects = world.subjects("agents")
+    assert subjects[0].startswith("deploy(agents/alpha)") and "human change" in subjects
+    assert [o.name for o in report.outcomes] == ["alpha", "beta"]
+    assert all(o.commit for o in report.outcomes)
