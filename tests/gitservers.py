@@ -93,11 +93,16 @@ def _read_body(environ: dict[str, Any]) -> bytes:
 
 
 def _git_http_app(
-    root: Path, users: dict[str, str], log: list[tuple[str, str, str | None, str]]
+    root: Path,
+    users: dict[str, str],
+    log: list[tuple[str, str, str | None, str]],
+    delay: float = 0.0,
 ) -> Callable[..., Iterable[bytes]]:
     lock = threading.Lock()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if delay:
+            time.sleep(delay)  # a remote that far away (benchmarks/remote.py)
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "")
         auth, user = environ.get("HTTP_AUTHORIZATION", ""), None
@@ -158,8 +163,11 @@ def _git_http_app(
 
 
 @contextmanager
-def http_git_server(root: Path, user: str, password: str) -> Iterator[BaseURL]:
-    """Smart HTTP git with Basic auth serving the bare repos under `root`.
+def http_git_server(
+    root: Path, user: str, password: str, *, delay: float = 0.0
+) -> Iterator[BaseURL]:
+    """Smart HTTP git with Basic auth serving the bare repos under `root`, each
+    request answered `delay` seconds late.
 
     Yields the base URL; a repo `root/app.git` is at `url + "app.git"`.
     """
@@ -167,7 +175,7 @@ def http_git_server(root: Path, user: str, password: str) -> Iterator[BaseURL]:
     server = make_server(
         "127.0.0.1",
         0,
-        _git_http_app(root, {user: password}, log),
+        _git_http_app(root, {user: password}, log, delay),
         server_class=_ThreadingWSGIServer,
         handler_class=_QuietHandler,
     )
