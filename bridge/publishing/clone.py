@@ -125,6 +125,8 @@ class Clone:
         # the clone lock (nothing else moves refs then); None = ask git.
         self._head: str | None = None
         self._head_known = False
+        # When temp objects were last looked for (time.time()); None: not yet.
+        self._objects_swept: float | None = None
         # The whole tree listing of one commit: keyed by the commit id, so it is
         # never stale, and it survives release() for the next cycle of a kept clone.
         self.listing: tuple[str, dict[str, str]] | None = None
@@ -333,9 +335,16 @@ class Clone:
             if base.is_dir():
                 candidates.extend(base.rglob("*.lock"))
         # Half-written packs and loose objects of a killed fetch or fast-import:
-        # harmless to git, but disk that nothing else ever frees.
-        candidates.extend(self.path.glob("objects/pack/tmp_*"))
-        candidates.extend(self.path.glob("objects/??/tmp_obj_*"))
+        # harmless to git, but disk that nothing else ever frees. Looking costs
+        # a scan of up to 256 folders (~5 ms a clone, a tenth of an unchanged
+        # cycle at 10,000 deployments over 10 targets), and only what is older
+        # than STALE_LOCK_SECONDS goes once this process has started: so at the
+        # first open, then at most once per STALE_LOCK_SECONDS.
+        swept = self._objects_swept
+        if swept is None or now - swept >= STALE_LOCK_SECONDS:
+            self._objects_swept = now
+            candidates.extend(self.path.glob("objects/pack/tmp_*"))
+            candidates.extend(self.path.glob("objects/??/tmp_obj_*"))
         for item in candidates:
             try:
                 mtime = item.lstat().st_mtime

@@ -355,6 +355,44 @@ def test_fresh_lock_of_a_live_process_is_kept(open_repo: OpenRepo) -> None:
     assert lock.exists()
 
 
+def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
+    open_repo: OpenRepo,
+) -> None:
+    """A killed fetch's half-written objects are disk nothing else frees, but
+    looking for them scans up to 256 folders: a kept clone looks at its first
+    open, then once per STALE_LOCK_SECONDS, and a new process at once."""
+    from bridge.publishing.clone import STALE_LOCK_SECONDS
+
+    repo = open_repo()
+    for _ in range(2):  # made, then opened again: looked at once
+        repo.sync()
+        repo.close()
+    loose = repo.path / "objects" / "ab"
+    loose.mkdir(exist_ok=True)
+    leftover = loose / "tmp_obj_killed"
+    leftover.write_text("")
+    long_ago = time.time() - 3600
+    os.utime(leftover, (long_ago, long_ago))
+    lock = repo.path / "index.lock"  # a lock blocks git: looked for at every open
+    lock.write_text("")
+    os.utime(lock, (long_ago, long_ago))
+
+    repo.sync()  # the next cycle of the same process
+    repo.close()
+    assert leftover.exists() and not lock.exists()
+    swept = repo.clone._objects_swept
+    assert swept is not None
+    repo.clone._objects_swept = swept - STALE_LOCK_SECONDS  # that long later
+    repo.sync()
+    repo.close()
+    assert not leftover.exists()
+
+    leftover.write_text("")
+    os.utime(leftover, (long_ago, long_ago))
+    open_repo().sync()  # another process's first open
+    assert not leftover.exists()
+
+
 @pytest.mark.parametrize("damage", ["wrong-remote", "objects-gone", "not-a-repo", "marker"])
 def test_broken_clone_is_moved_aside_and_recloned(
     open_repo: OpenRepo,
