@@ -230,6 +230,7 @@ class Reconciler:
         finally:
             if not isinstance(started, Started):
                 publisher.close()
+                self.planner.end_target(target.key)
         return started
 
     def _finish(self, started: Started) -> list[Outcome]:

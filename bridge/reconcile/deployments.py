@@ -69,6 +69,11 @@ class DeploymentPlanner:
         self._plans, self._plans_before = {}, {}
         self._remembered, self._remembered_next = self._remembered_next, {}
 
+    def forget_plans(self) -> None:
+        """Free the rendered files of the last target (they are ~16 MB a target of
+        1,000 deployments), not the ones before it."""
+        self._plans = {}
+
     def next_target(self) -> None:
         """Free the rendered files of all but the last target (at 10,000
         deployments all of them were ~160 MB)."""

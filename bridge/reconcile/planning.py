@@ -165,6 +165,13 @@ class Planner:
         self.deployments.end_cycle()
         self.existing.end_cycle()
 
+    def end_target(self, key: str) -> None:
+        """A target published on the cycle's thread (or failed): its plans and
+        validations are not needed for a retry; the target's before it are."""
+        self.deployments.forget_plans()
+        self._validated.pop(key, None)
+        self._drafted.discard(key)
+
     def next_target(self) -> None:
         """Plans and validations are only reused by a target's own push retries,
         and those come while the next target is planned (the cycle publishes one

@@ -431,3 +431,50 @@ def test_a_push_rejected_on_the_publish_thread_is_retried_without_rendering_agai
     assert subjects[0].startswith("deploy(agents/alpha)") and "human change" in subjects
     assert [o.name for o in report.outcomes] == ["alpha", "beta"]
     assert all(o.commit for o in report.outcomes)
+
+
+def test_a_large_plan_is_published_before_the_next_target_is_planned(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than OVERLAP_MAX_CHANGES changes (a cold cycle) are git's CPU and
+    memory, not a round trip: published before the next target is planned."""
+    from bridge.commands.wiring import make_reconciler
+    from bridge.reconcile import stages
+    from bridge.reconcile.planning import Planner
+
+    monkeypatch.setattr(stages, "OVERLAP_MAX_CHANGES", 1)
+    world.create("alpha", namespace="agents")
+    world.create("gamma", namespace="agents")
+    world.create("beta", namespace="staging")
+    reconciler, close = make_reconciler(world.settings())
+    order: list[tuple[str, str]] = []
+    open_publisher = reconciler.open_publisher
+
+    class Recorded(_Held):
+        def publish(self, plan: Any) -> Any:
+            published = self._inner.publish(plan)
+            order.append(("published", plan.target.namespace))
+            return published
+
+    reconciler.open_publisher = lambda t: Recorded(open_publisher(t), threading.Event(), [])
+    draft = Planner.draft
+
+    def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
+        order.append(("draft", target.namespace))
+        return draft(self, view, target, *args)
+
+    monkeypatch.setattr(Planner, "draft", drafting)
+    try:
+        report = reconciler.run_cycle()
+    finally:
+        close()
+    assert report.exit_code() == 0
+    # agents (2 changes) before staging is planned; staging (1) on the thread.
+    assert order == [
+        ("draft", "agents"),
+        ("published", "agents"),
+        ("draft", "staging"),
+        ("published", "staging"),
+    ]
+    assert [o.name for o in report.outcomes] == ["alpha", "gamma", "beta"]
+    assert all(o.commit for o in report.outcomes)
