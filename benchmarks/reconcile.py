@@ -16,7 +16,8 @@ serve`, with N deployments over 10 namespaces and 10 bare remotes (tmpfs when
   fresh remotes;
 - memory: peak RSS of the bridge process plus its Python workers (sum of each
   one's peak), and the peak of the whole process tree summed over live
-  processes (git and kubectl included), sampled every 20 ms.
+  processes (git and kubectl included; a child not yet past exec, which
+  shares its parent's memory, counted once), sampled every 20 ms.
 
 Setups are `<provider>/<engine>`: provider sops (age), sealed-secrets or none;
 engine `kubectl` (the default install: Kustomize through `kubectl kustomize`)
@@ -242,6 +243,13 @@ def _status(pid: int) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _kb(fields: dict[str, str], key: str) -> float:
     return int(fields.get(key, "0 kB").split()[0]) / 1024
 
@@ -258,13 +266,14 @@ class Memory:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _tree(self) -> list[int]:
+    def _tree(self) -> list[tuple[int, int]]:
+        """(pid, parent pid) of every process of the tree."""
         # /proc/PID/task/TID/children: cheaper than reading every process's stat
         # 50 times a second on a 2-core machine the benchmark shares.
-        found, todo = [], [self.pid]
+        found, todo = [], [(self.pid, 0)]
         while todo:
-            pid = todo.pop()
-            found.append(pid)
+            pid, parent = todo.pop()
+            found.append((pid, parent))
             # A process may end between two reads: its task folder vanishes
             # under glob (FileNotFoundError), which once ended the sampler
             # and left that run's memory figures short.
@@ -274,13 +283,19 @@ class Memory:
                 tasks = []
             for children in tasks:
                 with contextlib.suppress(OSError, ValueError):
-                    todo.extend(int(c) for c in children.read_text().split())
+                    todo.extend((int(c), pid) for c in children.read_text().split())
         return found
 
     def _run(self) -> None:
         while not self._stop.is_set():
             total = 0.0
-            for pid in self._tree():
+            tree = self._tree()
+            cmdlines = {pid: _cmdline(pid) for pid, _parent in tree}
+            for pid, parent in tree:
+                # A child between fork and exec (Python spawns with vfork) still
+                # shows its parent's memory, which it shares: counted once.
+                if parent and cmdlines[pid] == cmdlines.get(parent):
+                    continue
                 fields = _status(pid)
                 total += _kb(fields, "VmRSS")
                 if "python" in fields.get("Name", "") or pid == self.pid:

@@ -340,13 +340,31 @@ class _Held:
         self._inner.close()
 
 
+def _cycle_noting_drafts(
+    monkeypatch: pytest.MonkeyPatch, reconciler: Any, close: Any, noted: Any
+) -> Any:
+    """One cycle, `noted(namespace)` called as each target's draft begins."""
+    from bridge.reconcile.planning import Planner
+
+    draft = Planner.draft
+
+    def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
+        noted(target.namespace)
+        return draft(self, view, target, *args)
+
+    monkeypatch.setattr(Planner, "draft", drafting)
+    try:
+        return reconciler.run_cycle()
+    finally:
+        close()
+
+
 def test_a_target_is_published_while_the_next_one_is_planned(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first target's commits and push run on their own thread while the
     cycle plans the second target; the report keeps the targets' order."""
     from bridge.commands.wiring import make_reconciler
-    from bridge.reconcile.planning import Planner
 
     world.create("alpha", namespace="agents")
     world.create("beta", namespace="staging")
@@ -356,18 +374,10 @@ def test_a_target_is_published_while_the_next_one_is_planned(
     reconciler.open_publisher = lambda t: (
         _Held(open_publisher(t), go, waited) if t.namespace == "agents" else open_publisher(t)
     )
-    draft = Planner.draft
-
-    def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
-        if target.namespace == "staging":
-            go.set()  # agents' publish is waiting for this very moment
-        return draft(self, view, target, *args)
-
-    monkeypatch.setattr(Planner, "draft", drafting)
-    try:
-        report = reconciler.run_cycle()
-    finally:
-        close()
+    # agents' publish waits for the moment staging is drafted.
+    report = _cycle_noting_drafts(
+        monkeypatch, reconciler, close, lambda ns: ns == "staging" and go.set()
+    )
     assert waited == [True]
     assert report.exit_code() == 0
     assert [o.name for o in report.outcomes] == ["alpha", "beta"]
@@ -440,7 +450,6 @@ def test_a_large_plan_is_published_before_the_next_target_is_planned(
     memory, not a round trip: published before the next target is planned."""
     from bridge.commands.wiring import make_reconciler
     from bridge.reconcile import stages
-    from bridge.reconcile.planning import Planner
 
     monkeypatch.setattr(stages, "OVERLAP_MAX_CHANGES", 1)
     world.create("alpha", namespace="agents")
@@ -457,17 +466,9 @@ def test_a_large_plan_is_published_before_the_next_target_is_planned(
             return published
 
     reconciler.open_publisher = lambda t: Recorded(open_publisher(t), threading.Event(), [])
-    draft = Planner.draft
-
-    def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
-        order.append(("draft", target.namespace))
-        return draft(self, view, target, *args)
-
-    monkeypatch.setattr(Planner, "draft", drafting)
-    try:
-        report = reconciler.run_cycle()
-    finally:
-        close()
+    report = _cycle_noting_drafts(
+        monkeypatch, reconciler, close, lambda ns: order.append(("draft", ns))
+    )
     assert report.exit_code() == 0
     # agents (2 changes) before staging is planned; staging (1) on the thread.
     assert order == [
