@@ -182,6 +182,13 @@ class Reconciler:
         # remote) runs on one thread while the next target is planned here.
         outcomes: list[list[Outcome]] = []
         waiting: tuple[int, Started] | None = None
+
+        def finish_waiting() -> None:
+            nonlocal waiting
+            if waiting is not None:
+                (index, before), waiting = waiting, None
+                outcomes[index] = self._finish(before)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publishing:
             try:
                 for target in owned:
@@ -190,16 +197,12 @@ class Reconciler:
                     outcomes.append([])
                     entry = opened.pop(target.key)
                     started = self._start(target, listing, result, entry, publishing)
-                    if waiting is not None:
-                        (index, before), waiting = waiting, None
-                        outcomes[index] = self._finish(before)
+                    finish_waiting()
                     if isinstance(started, Started):
                         waiting = (len(outcomes) - 1, started)
                     else:
                         outcomes[-1] = started
-                if waiting is not None:
-                    (index, before), waiting = waiting, None
-                    outcomes[index] = self._finish(before)
+                finish_waiting()
             finally:
                 if waiting is not None:  # the cycle was cut short: let that publish end
                     wait([waiting[1].published])

@@ -155,6 +155,14 @@ def test_manual_edit_is_restored_and_foreign_files_are_untouched(world: World) -
     assert "hand edit" in world.subjects()
 
 
+def human_pushes(clone: Path) -> None:
+    """A human's commit "human change" (human.txt) pushed to the clone's main."""
+    (clone / "human.txt").write_text("hello\n")
+    git("add", "-A", cwd=clone)
+    git("commit", "-qm", "human change", cwd=clone)
+    git("push", "-q", "origin", "HEAD:main", cwd=clone)
+
+
 def test_concurrent_pusher_is_kept_and_bridge_retries(world: World) -> None:
     world.create("alpha")
     world.cycle()
@@ -170,10 +178,7 @@ def test_concurrent_pusher_is_kept_and_bridge_retries(world: World) -> None:
         # A human pushes right after the bridge listed: the bridge's push is rejected.
         result = original_list()
         if not pushed_by_human:
-            (clone / "human.txt").write_text("hello\n")
-            git("add", "-A", cwd=clone)
-            git("commit", "-qm", "human change", cwd=clone)
-            git("push", "-q", "origin", "HEAD:main", cwd=clone)
+            human_pushes(clone)
             pushed_by_human.append(True)
         return result
 
@@ -407,10 +412,7 @@ def test_a_push_rejected_on_the_publish_thread_is_retried_without_rendering_agai
     class Raced(_Held):
         def publish(self, plan: Any) -> Any:
             if not raced:
-                (clone / "human.txt").write_text("hello\n")
-                git("add", "-A", cwd=clone)
-                git("commit", "-qm", "human change", cwd=clone)
-                git("push", "-q", "origin", "HEAD:main", cwd=clone)
+                human_pushes(clone)
                 raced.append(True)
             return self._inner.publish(plan)
 
