@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from bridge.controlplane.admin import AdminClient
-from bridge.controlplane.client import ControlPlaneClient, Listing
+from bridge.controlplane.client import ControlPlaneClient, Listing, tls_verification
 from bridge.errors import (
     AuthRefused,
     ControlPlaneError,
@@ -26,6 +28,7 @@ from bridge.errors import (
     ListenerNotFound,
 )
 from tests.controlplane.conftest import make_settings
+from tests.health.argocd_fake import FakeArgoCD, self_signed, serve
 
 LISTENER = "7d1c55a6-0a5c-4c1c-9a43-1d7e3f2c9b10"
 OTHER_LISTENER = "1b2b3c4d-0000-4000-8000-000000000001"
@@ -650,3 +653,31 @@ def test_a_failed_listing_keeps_the_last_complete_ones_pages() -> None:
         records[150] = records[50]
         with pytest.raises(ControlPlaneError, match="two pages"):
             c.list_listener_deployments()
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+def test_tls_over_https_is_httpx_default_trust_and_over_http_trusts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """https keeps httpx's trust (here SSL_CERT_FILE names a private CA and is
+    honoured); a plain-http control plane's context, which loads no CA bundle,
+    refuses that same server: TLS through it fails closed."""
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    with serve(FakeArgoCD(token="t"), tls=(cert, key)) as fake:
+        assert tls_verification(BASE) is True
+        assert tls_verification("HTTPS://ls.example.com") is True
+        with httpx.Client(verify=tls_verification(fake.url)) as trusted:
+            assert trusted.get(fake.url + "/api/v1/applications").status_code == 401
+        for http_url in ("http://127.0.0.1:1", "HTTP://cp.internal:1985/api-host"):
+            context = tls_verification(http_url)
+            assert isinstance(context, ssl.SSLContext)
+            assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+            assert context.get_ca_certs() == []
+            with (
+                httpx.Client(verify=context) as untrusting,
+                pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+            ):
+                untrusting.get(fake.url + "/api/v1/applications")
