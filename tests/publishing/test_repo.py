@@ -359,9 +359,10 @@ def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
     open_repo: OpenRepo,
 ) -> None:
     """A killed fetch's half-written objects are disk nothing else frees, but
-    looking for them scans up to 256 folders: a kept clone looks at its first
-    open, then once per STALE_LOCK_SECONDS, and a new process at once."""
-    from bridge.publishing.clone import STALE_LOCK_SECONDS
+    looking for them scans up to 256 folders: a clone is looked at once per
+    STALE_LOCK_SECONDS, whichever process opens it (a `run --once` from cron
+    is a new process each time)."""
+    from bridge.publishing.clone import _SWEPT, STALE_LOCK_SECONDS
 
     repo = open_repo()
     for _ in range(2):  # made, then opened again: looked at once
@@ -389,7 +390,17 @@ def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
 
     leftover.write_text("")
     os.utime(leftover, (long_ago, long_ago))
-    open_repo().sync()  # another process's first open
+    marker = repo.path / _SWEPT
+    open_repo().sync()  # another process's first open, within the interval
+    assert leftover.exists()
+    for when in (time.time() - STALE_LOCK_SECONDS, time.time() + 3600):  # late; or skewed
+        os.utime(marker, (when, when))
+        open_repo().sync()
+        assert not leftover.exists()
+        leftover.write_text("")
+        os.utime(leftover, (long_ago, long_ago))
+    marker.unlink()  # never looked at (a clone made by an older version)
+    open_repo().sync()
     assert not leftover.exists()
 
 
