@@ -15,9 +15,6 @@ import os
 import secrets
 import string
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from bridge.redaction import Redacted
 from bridge.secrets.digests import derive_key
 
@@ -37,6 +34,8 @@ def generate_password() -> Redacted:
 
 def seal_escrow(key: Redacted, purpose: str, password: Redacted) -> str:
     """ "v1:" + urlsafe base64 of nonce || AES-256-GCM(ciphertext || tag)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # not in every process
+
     nonce = os.urandom(_NONCE_BYTES)
     sealed = AESGCM(derive_key(key, ESCROW_INFO)).encrypt(
         nonce, password.reveal().encode("utf-8"), purpose.encode("utf-8")
@@ -54,6 +53,9 @@ def open_escrow(key: Redacted, purpose: str, token: str) -> Redacted:
         raise ValueError(f"escrow token for {purpose!r} is not valid base64") from None
     if len(raw) < _NONCE_BYTES + 16:
         raise ValueError(f"escrow token for {purpose!r} is too short")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         plain = AESGCM(derive_key(key, ESCROW_INFO)).decrypt(
             raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], purpose.encode("utf-8")

@@ -25,6 +25,29 @@ def test_input_digest_is_keyed_and_stable() -> None:
     assert input_digest(KEY, data + b"x") != first
 
 
+def test_subkeys_are_rfc5869_hkdf_as_cryptography_derives_them() -> None:
+    """Every digest in every repo hangs on these bytes: the standard-library
+    HKDF must give what `cryptography`'s HKDF gave before it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from bridge.secrets.digests import INPUT_DIGEST_INFO, SECRET_DIGEST_INFO, hkdf_sha256
+    from bridge.secrets.escrow import ESCROW_INFO
+
+    # RFC 5869, test case 3 (SHA-256, no salt, no info): the first 32 bytes of its OKM.
+    assert hkdf_sha256(b"\x0b" * 22, b"") == bytes.fromhex(
+        "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+    )
+    for material in (b"k", KEY.reveal().encode(), "clé-ü".encode(), b"\xff" * 200):
+        for info in (INPUT_DIGEST_INFO, SECRET_DIGEST_INFO, ESCROW_INFO, b""):
+            theirs = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info)
+            assert hkdf_sha256(material, info) == theirs.derive(material)
+    # And a digest pinned from before the change (cryptography's HKDF).
+    assert input_digest(KEY, b"abc") == (
+        "hmac-sha256:d173c6288918d4bc8e9b0e1f4f5bbb5d0dcc3e5cd6c5add723996d05f841b3e8"
+    )
+
+
 def test_input_digest_without_key_is_plain_sha256() -> None:
     import hashlib
 
