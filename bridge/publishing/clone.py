@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bridge.config import GitSettings, Target
 from bridge.errors import LocalCloneBroken
+from bridge.privatefiles import write_private
 from bridge.publishing.transport import (
     GitResult,
     Transport,
@@ -38,6 +39,9 @@ STALE_LOCK_SECONDS = 600.0
 
 # In a clone: its mtime is when temp objects were last looked for (any process).
 _SWEPT = "bridge-objects-swept"
+# In a clone: the config's (inode, size, mtime) when its remote was last found
+# to be the target's repo, and a digest of that repo (any process).
+_REMOTE_CHECKED = "bridge-remote-checked"
 
 LOCK_TIMEOUT = 120.0
 
@@ -251,6 +255,8 @@ class Clone:
             for name, oid, _kind in (line.split(" ") for line in refs.stdout.decode().splitlines())
         }
         signature = self._config_signature()
+        if signature is not None and self._config_checked is None:
+            self._config_checked = self._remote_checked_before()
         if signature is None or signature != self._config_checked:
             url = self.git("config", "--get", "remote.origin.url")
             current = url.stdout.decode().strip()
@@ -258,6 +264,8 @@ class Clone:
                 self._config_checked = None
                 return f"its remote is {current or 'unset'!r}, not the target's repo"
             self._config_checked = signature
+            if signature is not None:
+                self._note_remote_checked(signature)
         try:  # git's own format for a symbolic HEAD; saves a process per cycle
             head = (self.path / "HEAD").read_text().strip()
         except OSError:
@@ -265,6 +273,29 @@ class Clone:
         if head != f"ref: {self.local_ref}":
             self.must("point HEAD at the branch", "symbolic-ref", "HEAD", self.local_ref)
         return None
+
+    def _remote_record(self, signature: tuple[int, int, int]) -> str:
+        repo = hashlib.sha256(self.target.repo.encode()).hexdigest()
+        ino, size, mtime = signature
+        return f"{ino} {size} {mtime} {repo}\n"
+
+    def _remote_checked_before(self) -> tuple[int, int, int] | None:
+        """The config signature an earlier process found the remote right in
+        (a `git config` process a target saved for each `run --once`); the
+        record names the target's repo too, so a changed `repo` is checked."""
+        try:
+            text = (self.path / _REMOTE_CHECKED).read_text(encoding="ascii")
+            ino, size, mtime, _repo = text.split(" ")
+            signature = int(ino), int(size), int(mtime)
+        except (OSError, ValueError):
+            return None
+        return signature if text == self._remote_record(signature) else None
+
+    def _note_remote_checked(self, signature: tuple[int, int, int]) -> None:
+        try:
+            write_private(self.path / _REMOTE_CHECKED, self._remote_record(signature).encode())
+        except OSError:
+            pass  # checked again by the next process: only time lost
 
     def _config_signature(self) -> tuple[int, int, int] | None:
         try:
@@ -359,7 +390,7 @@ class Clone:
             candidates.extend(self.path.glob("objects/pack/tmp_*"))
             candidates.extend(self.path.glob("objects/??/tmp_obj_*"))
             try:
-                (self.path / _SWEPT).touch()
+                write_private(self.path / _SWEPT, b"")  # never through a planted link
             except OSError:
                 pass  # looked again by the next process: only time lost
         for item in candidates:

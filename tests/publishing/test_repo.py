@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -402,6 +403,42 @@ def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
     marker.unlink()  # never looked at (a clone made by an older version)
     open_repo().sync()
     assert not leftover.exists()
+
+
+def test_a_new_process_trusts_the_remote_check_of_an_unchanged_config(
+    open_repo: OpenRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git config --get remote.origin.url` once per change of the clone's
+    config, not once per process (a `run --once` from cron is a new one)."""
+    from bridge.publishing.clone import _REMOTE_CHECKED, Clone
+
+    asked: list[tuple[str, ...]] = []
+    real_git = Clone.git
+
+    def counting(self: Clone, *args: str, **kwargs: Any) -> Any:
+        if args[:1] == ("config",):
+            asked.append(args)
+        return real_git(self, *args, **kwargs)
+
+    monkeypatch.setattr(Clone, "git", counting)
+    first = open_repo()
+    first.sync()  # made: nothing to check
+    first.close()
+    open_repo().sync()
+    assert asked == [("config", "--get", "remote.origin.url")]
+    for _ in range(2):
+        open_repo().sync()  # new processes, the config unchanged
+    assert len(asked) == 1
+    record = first.path / _REMOTE_CHECKED
+    for damage in ("junk", record.read_text().replace(" ", "  ", 1), ""):
+        asked.clear()
+        record.write_text(damage)
+        open_repo().sync()  # a record that does not parse, or is not this one's
+        assert len(asked) == 1
+    asked.clear()
+    os.utime(first.path / "config", None)  # touched: its signature changed
+    open_repo().sync()
+    assert len(asked) == 1
 
 
 @pytest.mark.parametrize("damage", ["wrong-remote", "objects-gone", "not-a-repo", "marker"])
