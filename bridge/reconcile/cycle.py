@@ -95,6 +95,8 @@ class Reconciler:
             sleep=sleep,
             rng=rng or random.Random(),  # noqa: S311 - backoff jitter, not security
         )
+        # target key -> the head whose state files were last read ahead.
+        self._preloaded: dict[str, str] = {}
 
     @property
     def sleep(self) -> Callable[[float], None]:
@@ -153,7 +155,12 @@ class Reconciler:
         target's folders in the same repo are not this target's to read. Any
         failure here is left to the cycle, which reads them again and names it."""
         view = publisher.open()
-        if view.head is not None:
+        # The same head has the same tree, whose state files were read ahead (or
+        # left to the cycle) last time: looking through its listing again cost
+        # ~90,000 entries a cycle at 10,000 deployments (30 % of a warm cycle
+        # in py-spy, on the sync threads), for nothing.
+        if view.head is not None and self._preloaded.get(target.key) != view.head:
+            self._preloaded[target.key] = view.head
             try:
                 prefix = f"{PurePosixPath(target.path)}/" if target.path else ""
                 view.preload_blobs(

@@ -327,6 +327,45 @@ def test_a_restart_reads_ahead_only_its_own_namespaces_state_files(
     ]
 
 
+def test_a_head_already_read_ahead_is_not_looked_through_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept reconciler looks through a target's tree for state files to read
+    ahead once per head: an unchanged branch costs no pass over its listing,
+    and a moved one (a human's commit) is looked through again."""
+    import bridge.reconcile.cycle as cycle
+    from bridge.commands.wiring import make_reconciler
+
+    world.create("alpha")
+    world.create("beta")
+    looked: list[str] = []
+    original = cycle.is_state_of
+
+    def counting(path: str, namespace: str) -> bool:
+        looked.append(path)
+        return original(path, namespace)
+
+    monkeypatch.setattr(cycle, "is_state_of", counting)
+    reconciler, close = make_reconciler(world.settings())
+    try:
+
+        def passes() -> int:
+            looked.clear()
+            report = reconciler.run_cycle()
+            assert report.exit_code() == 0, [o.error for o in report.outcomes]
+            return len(looked)
+
+        assert passes() == 0  # an empty branch: no head
+        assert passes() > 0  # the head the first cycle pushed
+        assert passes() == 0
+        assert passes() == 0
+        human_pushes(world.clone())
+        assert passes() > 0
+        assert {o.action for o in reconciler.run_cycle().outcomes} == {"unchanged"}
+    finally:
+        close()
+
+
 class _Held:
     """A publisher whose publish waits until `go` is set (or 60 s pass), and
     records whether it had to wait."""
