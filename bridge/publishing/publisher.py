@@ -6,7 +6,7 @@ pull-request publisher (bridge.publishing.pullrequest) is the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bridge.faults import checkpoint, crash_soon
 from bridge.publishing.repo import TargetRepo
@@ -24,7 +24,7 @@ class RepoView:
     def head(self) -> str | None:
         return self._head
 
-    def ls_tree(self, prefix: str) -> dict[str, str]:
+    def ls_tree(self, prefix: str) -> Mapping[str, str]:
         return self._repo.ls_tree(prefix)
 
     def read_blob(self, blob: str) -> bytes:

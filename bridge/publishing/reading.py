@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import IO
 
 from bridge.formats.objects import REGULAR_FILE
@@ -36,6 +37,9 @@ def parse_ls_tree(out: bytes) -> dict[str, str]:
     return entries
 
 
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
 class TreeReader:
     """Reads the tree at a clone's local head."""
 
@@ -45,25 +49,37 @@ class TreeReader:
         # Blobs read ahead by preload_blobs(), each handed out once by read_blobs().
         # Content-addressed: a blob id names the same bytes forever.
         self._preloaded: dict[str, bytes] = {}
+        # The folders ls_tree() was asked for, at one head commit.
+        self._folders: tuple[str, dict[str, Mapping[str, str]]] = ("", {})
 
-    def ls_tree(self, prefix: str) -> dict[str, str]:
+    def ls_tree(self, prefix: str) -> Mapping[str, str]:
         """path -> entry id at HEAD under `prefix` ("dir/" = folder, else one exact
         path): a regular file's blob id, "<mode> <id>" for an executable, a symlink
-        or a gitlink (objects.entry_id), so that no kind of entry looks like a file."""
+        or a gitlink (objects.entry_id), so that no kind of entry looks like a file.
+
+        Read only: a folder's entries are kept per head commit (a commit's tree
+        never changes) and handed out again, since filtering a target's 9,000
+        entries every cycle was ~5 % of an unchanged cycle at 10,000."""
         self.clone.ensure()
         head = self.clone.local_head()
         if head is None:
-            return {}
+            return _EMPTY
         if self.clone.listing is None or self.clone.listing[0] != head:
             self.clone.listing = None  # never a stale listing, even if ls-tree fails
             out = self.clone.must("ls-tree", "ls-tree", "-r", "-z", "--full-tree", head)
             self.clone.listing = (head, parse_ls_tree(out))
         listing = self.clone.listing[1]
         if not prefix:
-            return dict(listing)
+            return MappingProxyType(listing)
         if not prefix.endswith("/"):
-            return {prefix: listing[prefix]} if prefix in listing else {}
-        return {path: oid for path, oid in listing.items() if path.startswith(prefix)}
+            return MappingProxyType({prefix: listing[prefix]} if prefix in listing else {})
+        if self._folders[0] != head:
+            self._folders = (head, {})
+        folder = self._folders[1].get(prefix)
+        if folder is None:
+            entries = {path: oid for path, oid in listing.items() if path.startswith(prefix)}
+            folder = self._folders[1][prefix] = MappingProxyType(entries)
+        return folder
 
     def read_blob(self, blob_id: str) -> bytes:
         """The bytes of one blob, through one long-lived `git cat-file --batch`."""

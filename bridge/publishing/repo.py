@@ -108,7 +108,7 @@ class TargetRepo:
 
     # -- reading ---------------------------------------------------------------------
 
-    def ls_tree(self, prefix: str) -> dict[str, str]:
+    def ls_tree(self, prefix: str) -> Mapping[str, str]:
         return self.reader.ls_tree(prefix)
 
     def read_blob(self, blob_id: str) -> bytes:

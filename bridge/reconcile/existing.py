@@ -171,7 +171,7 @@ class ExistingReader:
         self._seen.add(blob)
 
     def read(
-        self, view: TreeView, tree: dict[str, str], ns_dir: str
+        self, view: TreeView, tree: Mapping[str, str], ns_dir: str
     ) -> tuple[dict[str, Existing], dict[str, str]]:
         """The deployments the tree holds, by id, and the folders whose state file
         cannot be trusted (folder -> why). When the branch did not move, the next
@@ -190,7 +190,7 @@ class ExistingReader:
         return existing, unreadable
 
     def _read(
-        self, view: TreeView, tree: dict[str, str], ns_dir: str
+        self, view: TreeView, tree: Mapping[str, str], ns_dir: str
     ) -> tuple[dict[str, Existing], list[str], dict[str, str]]:
         folders: dict[str, dict[str, str]] = {}
         prefix = ns_dir + "/"

@@ -122,7 +122,7 @@ class Draft:
     view: TreeView
     cluster: str
     ns_dir: str
-    tree: dict[str, str]  # the namespace folder at the view's head
+    tree: Mapping[str, str]  # the namespace folder at the view's head
     existing: dict[str, Existing]
     unreadable: dict[str, str]  # folder -> why its state file cannot be trusted
     candidates: Candidates  # what the guard weighs

@@ -15,7 +15,7 @@ Data and protocols only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,8 +30,9 @@ class TreeView(Protocol):
     @property
     def head(self) -> str | None: ...
 
-    def ls_tree(self, prefix: str) -> dict[str, str]:
-        """path -> blob id under `prefix` ("dir/" = a folder, else one exact path)."""
+    def ls_tree(self, prefix: str) -> Mapping[str, str]:
+        """path -> blob id under `prefix` ("dir/" = a folder, else one exact path);
+        read only (the same mapping is handed out while the head stays)."""
         ...
 
     def read_blob(self, blob: str) -> bytes: ...

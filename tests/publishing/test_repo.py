@@ -356,6 +356,23 @@ def test_fresh_lock_of_a_live_process_is_kept(open_repo: OpenRepo) -> None:
     assert lock.exists()
 
 
+def test_a_folders_listing_is_kept_per_head_and_read_only(open_repo: OpenRepo) -> None:
+    """ls_tree(folder) hands out the same read-only mapping while the head
+    stays; a commit (a new head) lists the folder again, with the change."""
+    repo = open_repo()
+    repo.sync()
+    repo.commit("one", write={"a/x.txt": b"1\n", "b/y.txt": b"2\n"})
+    first = repo.ls_tree("a/")
+    assert dict(first) == {"a/x.txt": first["a/x.txt"]} and repo.ls_tree("a/") is first
+    with pytest.raises(TypeError):
+        first["a/z.txt"] = "0" * 40  # type: ignore[index]
+    repo.commit("two", write={"a/z.txt": b"3\n"}, delete=["a/x.txt"])
+    second = repo.ls_tree("a/")
+    assert sorted(second) == ["a/z.txt"] and sorted(first) == ["a/x.txt"]
+    assert sorted(repo.ls_tree("")) == ["a/z.txt", "b/y.txt"]
+    assert sorted(repo.ls_tree("b/")) == ["b/y.txt"]
+
+
 def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
     open_repo: OpenRepo,
 ) -> None:

@@ -17,7 +17,7 @@ pusher as push mode; git over HTTPS authenticates with the forge's token
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from bridge.config import PullRequestSettings
 from bridge.errors import GitError
@@ -169,7 +169,7 @@ class PullRequestPublisher:
         proposal: Proposal,
         changes: list[Change],
         layout: Layout | None,
-        base_tree: dict[str, str],
+        base_tree: Mapping[str, str],
         stepper_for: dict[str, Stepper],
     ) -> Goal:
         if not changes or layout is None:
@@ -200,7 +200,7 @@ class PullRequestPublisher:
             deployments=[c.info.deployment_id for c in changes],
         )
 
-    def _held_goal(self, plan: Plan, base_tree: dict[str, str]) -> Goal | None:
+    def _held_goal(self, plan: Plan, base_tree: Mapping[str, str]) -> Goal | None:
         """The pull request of the deletions the guard holds: it commits the approval
         file listing them, so that its merge is the approval (the guard reads it
         on the base next cycle and lets exactly those go)."""
@@ -247,7 +247,7 @@ class PullRequestPublisher:
         )
 
     def _held_layout(
-        self, base_tree: dict[str, str], held: Sequence[tuple[str, str]]
+        self, base_tree: Mapping[str, str], held: Sequence[tuple[str, str]]
     ) -> Layout | None:
         """Where the held deployments are: their folders are on the base (a held
         deletion is of a folder the base has); their state files name them."""
