@@ -12,10 +12,12 @@ someone else (drift).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from bridge.untrusted import UntrustedInput, parse_json
@@ -46,6 +48,13 @@ class DeploymentState:
     files: Mapping[str, str] = field(default_factory=dict)  # file name -> git blob id
     secrets: Mapping[str, SecretRecord] = field(default_factory=dict)
     escrow: Mapping[str, str] = field(default_factory=dict)  # name -> bridge-key ciphertext
+
+    @functools.cached_property
+    def folder_files(self) -> Mapping[str, str]:
+        """`files` without the state file itself: what the folder's other entries
+        should be. Kept (a state is kept by blob id across cycles), so that an
+        unchanged deployment's drift check is one comparison of two dicts."""
+        return MappingProxyType({k: v for k, v in self.files.items() if k != STATE_FILE})
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {

@@ -52,12 +52,11 @@ class Existing:
         """Whether someone else changed the folder since the bridge wrote it.
         Listing entries name anything but a regular file as "<mode> <id>", so
         this one comparison also finds symlinks, executables and gitlinks."""
-        recorded = {k: v for k, v in self.state.files.items() if k != STATE_FILE}
-        return recorded != self.files
+        return self.state.folder_files != self.files
 
     def edited(self) -> str:
         """The entries of a drifted folder that differ from the state file's record."""
-        recorded = {k: v for k, v in self.state.files.items() if k != STATE_FILE}
+        recorded = self.state.folder_files
         names = sorted(
             n for n in recorded.keys() | self.files.keys() if recorded.get(n) != self.files.get(n)
         )

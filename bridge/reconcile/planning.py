@@ -20,12 +20,12 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge import __version__
 from bridge.config import Settings, Target
 from bridge.errors import DeploymentError
-from bridge.faults import fault_point
+from bridge.faults import fault_point, raising
 from bridge.formats.commits import CommitInfo
 from bridge.formats.objects import blob_id
 from bridge.formats.state import STATE_FILE, DeploymentState
@@ -100,6 +100,10 @@ class SharedFiles:
                 out[path] = data
                 self._blobs[path] = blob_id(data)
         return out
+
+
+def _extra(dep: Deployment, draft: Draft) -> dict[str, Any]:
+    return deployment_extra(dep.name, dep.id, target=draft.target.namespace)
 
 
 @dataclass
@@ -275,6 +279,7 @@ class Planner:
         # What this target's earlier plans of the cycle validated (a push retry).
         memo = self._validated.setdefault(draft.target.key, {})
         self._drafted.add(draft.target.key)
+        armed = raising()
         try:
             for position, dep in enumerate(ordered, 1):
                 # Progress of the expensive part (planning renders what changed).
@@ -288,7 +293,7 @@ class Planner:
                     revision_id=dep.revision_id,
                 )
                 draft.outcomes.append(outcome)
-                planned = self._plan_one(draft, dep, names[dep.id], context, outcome)
+                planned = self._plan_one(draft, dep, names[dep.id], context, outcome, armed)
                 if planned is None:
                     continue
                 pending.append(planned)
@@ -312,11 +317,13 @@ class Planner:
         name: str,
         context: RenderContext,
         outcome: Outcome,
+        armed: bool = True,
     ) -> _Pending | None:
-        """One deployment's plan; a failure fails it alone, by name and id."""
-        extra = deployment_extra(dep.name, dep.id, target=draft.target.namespace)
+        """One deployment's plan; a failure fails it alone, by name and id.
+        `armed`: whether the fault point is to be checked (faults.raising())."""
         try:
-            fault_point("plan-deployment", dep.name)
+            if armed:
+                fault_point("plan-deployment", dep.name)
             if name in draft.unreadable:
                 raise unreadable_error(dep, draft.unreadable[name])
             planned = self.deployments.plan(
@@ -329,14 +336,14 @@ class Planner:
             )
         except DeploymentError as e:
             outcome.action, outcome.error = "failed", str(e)
-            log.error("%s", e, extra=extra)
+            log.error("%s", e, extra=_extra(dep, draft))
             return None
         except Exception as e:
             # Isolation: a deployment the bridge cannot handle fails alone, by
             # name and id; the others in this target are still planned.
             what = f"deployment {dep.name!r} ({dep.id}): planning"
             outcome.action = "failed"
-            outcome.error = str(self.notices.internal(e, what, dep.id, **extra))
+            outcome.error = str(self.notices.internal(e, what, dep.id, **_extra(dep, draft)))
             return None
         if planned is None:
             return None
