@@ -56,6 +56,11 @@ class DeploymentState:
         unchanged deployment's drift check is one comparison of two dicts."""
         return MappingProxyType({k: v for k, v in self.files.items() if k != STATE_FILE})
 
+    @functools.cached_property
+    def sealings(self) -> frozenset[str]:
+        """What the Secrets were sealed for (`sealedFor` of each), as a set."""
+        return frozenset(rec.sealed_for for rec in self.secrets.values())
+
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
             "schema": SCHEMA_VERSION,

@@ -106,8 +106,12 @@ class DeploymentPlanner:
         digest = self.digest(dep, context, name)
         if old is not None and old.folder == name and old.state.input_digest == digest:
             drift = old.drifted()
-            resealed = self.force_reseal or any(
-                rec.sealed_for != sealed_for for rec in old.state.secrets.values()
+            sealings = old.state.sealings
+            # Some secret sealed for other than now (one sealing: not this one).
+            resealed = (
+                self.force_reseal
+                or len(sealings) > 1
+                or (len(sealings) == 1 and sealed_for not in sealings)
             )
             if not drift and not resealed:
                 return None
@@ -149,9 +153,11 @@ class DeploymentPlanner:
             and remembered.name == name
             and (remembered.deployment is dep or remembered.deployment == dep)
         ):
-            digest = remembered.digest
-        else:
-            digest = self._compute_digest(dep, context, name)
+            if remembered.deployment is not dep:
+                remembered = _Remembered(dep, context, name, remembered.digest)
+            self._remembered_next[dep.id] = remembered  # as it was: no new object
+            return remembered.digest
+        digest = self._compute_digest(dep, context, name)
         if not free_form:
             self._remembered_next[dep.id] = _Remembered(dep, context, name, digest)
         return digest
