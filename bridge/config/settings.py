@@ -35,9 +35,10 @@ class ControlPlaneSettings:
     # 50,000 records are 500 pages, ~100 s at 0.2 s a page over a WAN.
     cycle_timeout: float = 300.0
     # MiB of one answer, counted while it streams in. JSON's worst shape per byte
-    # ({} objects) parses to ~50 MB per MiB, and two pages are in flight (the
-    # read-ahead): 8 MiB peaked at ~400 MB over the bridge's own, under the 1 GiB
-    # pod with 10,000 deployments (16 MiB: ~800 MB). An honest page is ~0.1-1 MiB.
+    # ({} objects) parses to ~50 MB per MiB, and two pages are decoded at once at
+    # most (pages read further ahead wait as bytes): 8 MiB peaked at ~400 MB over
+    # the bridge's own, under the 1 GiB pod with 10,000 deployments (16 MiB:
+    # ~800 MB). An honest page is ~0.1-1 MiB.
     max_response_mb: int = 8
     max_deployments: int = 50_000  # records of one listing, every listener's counted
 

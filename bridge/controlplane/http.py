@@ -64,6 +64,10 @@ class _Reply:
     # A digest of the body, when the caller asked (`known`); `data` is then None
     # if the caller already knows what this body says (not decoded at all).
     body_key: bytes | None = None
+    # With `hold`: the body's bytes, not decoded (`data` is None). Pages read
+    # ahead wait as bytes, not as parsed JSON, which can be ~50 times larger
+    # (see controlPlane.maxResponseMb); the caller decodes them in turn.
+    body: bytes | bytearray | None = None
 
 
 @dataclass(frozen=True)
@@ -131,13 +135,16 @@ class Requests:
         body: dict[str, Any] | None = None,
         want_json: bool = True,
         known: Callable[[bytes], bool] | None = None,
+        hold: bool = False,
     ) -> _Reply:
-        """Send with retries. Returns any answer below 500 (but 429); 401/403 raise."""
+        """Send with retries. Returns any answer below 500 (but 429); 401/403 raise.
+        `hold`: a 2xx body is handed back as bytes (`body`), not decoded; the
+        caller decodes it, and asks again without `hold` if it does not."""
         request = self._http.build_request(method, path, params=params, json=body)
         url = redact_url(str(request.url))
         started = self._budget.clock()
         try:
-            return self._attempts(method, url, request, want_json, started, known)
+            return self._attempts(method, url, request, want_json, started, known, hold)
         finally:
             self._budget.spend(self._budget.clock() - started)
 
@@ -149,13 +156,14 @@ class Requests:
         want_json: bool,
         started: float,
         known: Callable[[bytes], bool] | None = None,
+        hold: bool = False,
     ) -> _Reply:
         # A POST that may have reached the server is not repeated: it could create twice.
         idempotent = method != "POST"
         failed = _Failed("")
         for attempt in range(1, MAX_ATTEMPTS + 1):
             limit = self._time_for(method, url, started, attempt - 1, failed.last)
-            answer = self._exchange(method, url, request, want_json, limit, known)
+            answer = self._exchange(method, url, request, want_json, limit, known, hold)
             if isinstance(answer, _Reply):
                 return answer
             failed = answer
@@ -202,6 +210,7 @@ class Requests:
         want_json: bool,
         limit: float,
         known: Callable[[bytes], bool] | None = None,
+        hold: bool = False,
     ) -> _Reply | _Failed:
         """One attempt within `limit` seconds, connect to last byte: an answer to
         use, a failure to retry, or an exception that ends the request."""
@@ -222,7 +231,7 @@ class Requests:
                 connect = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout)
                 return _Failed(self._describe_failure(e, limit), retry_safe=connect)
             try:
-                return self._answer(method, url, response, want_json, limit, known)
+                return self._answer(method, url, response, want_json, limit, known, hold)
             finally:
                 response.close()
         finally:
@@ -236,6 +245,7 @@ class Requests:
         want_json: bool,
         limit: float,
         known: Callable[[bytes], bool] | None = None,
+        hold: bool = False,
     ) -> _Reply | _Failed:
         status = response.status_code
         if 300 <= status < 400:
@@ -274,15 +284,16 @@ class Requests:
             key = hashlib.blake2b(content, digest_size=32).digest()
             if known(key):
                 return _Reply(status, url, None, "", body_key=key)
+        suspect = may_hold_surrogates(content)
+        if hold:
+            return _Reply(status, url, None, "", suspect_text=suspect, body_key=key, body=content)
         try:
             data = _decode(response, content)
         except ValueError as e:
             # Garbage gets the 5xx budget: a proxy page or a cut-off body
             # may be transient, a storm of retries never helps.
             return _Failed(f"HTTP {status} with {e}")
-        return _Reply(
-            status, url, data, "", suspect_text=may_hold_surrogates(content), body_key=key
-        )
+        return _Reply(status, url, data, "", suspect_text=suspect, body_key=key)
 
     def _time_for(self, method: str, url: str, started: float, attempts: int, last: str) -> float:
         """The deadline of the next attempt: `timeout`, cut to the cycle's budget."""
@@ -400,17 +411,23 @@ class Requests:
         )
 
 
-def _decode(response: httpx.Response, content: bytes | bytearray) -> Any:
-    """JSON of an answer, or ValueError. Depth-safe without a walk over the
-    result: the C parser raises RecursionError past Python's recursion limit
-    (~1,000 levels), caught here; shallower nesting inside a record is checked
-    where it is used (models.freeze), and the hot path pays nothing for it."""
+def decode_json(content: bytes | bytearray) -> Any:
+    """JSON of a body, or ValueError (RecursionError and decode errors included)."""
     if not content.strip():
         raise ValueError("an empty body where JSON was expected")
     try:
         return json.loads(content)
     except RecursionError:
         raise ValueError("JSON nested too deeply to parse") from None
+
+
+def _decode(response: httpx.Response, content: bytes | bytearray) -> Any:
+    """JSON of an answer, or ValueError. Depth-safe without a walk over the
+    result: the C parser raises RecursionError past Python's recursion limit
+    (~1,000 levels), caught here; shallower nesting inside a record is checked
+    where it is used (models.freeze), and the hot path pays nothing for it."""
+    try:
+        return decode_json(content)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         kind = response.headers.get("content-type", "no content type")
         if kind.startswith("application/json"):

@@ -11,6 +11,8 @@ import json
 import re
 import secrets
 import ssl
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ LISTENER = "7d1c55a6-0a5c-4c1c-9a43-1d7e3f2c9b10"
 OTHER_LISTENER = "1b2b3c4d-0000-4000-8000-000000000001"
 API_KEY = "lsv2_pt_" + secrets.token_hex(16)  # made at run time, never a real key
 BASE = "https://ls.example.com/api-host"
+JSON_TYPE = {"content-type": "application/json"}
 
 
 def listener_doc(listener_id: str = LISTENER) -> dict[str, Any]:
@@ -142,11 +145,16 @@ def test_pages_until_a_short_page_and_keeps_only_this_listeners_external_docker(
     assert result.listener.compute_id == "prod-cluster"
     assert result.listener.namespaces == ("agents", "staging")
     paths = [str(r.url) for r in plane.requests]
-    assert paths == [
+    assert paths[:3] == [
         f"{BASE}/v2/listeners/{LISTENER}",
         f"{BASE}/v2/deployments?limit=100&offset=0",
         f"{BASE}/v2/deployments?limit=100&offset=100",
+    ]
+    # After two full pages, two are asked for at once: the last one, and one
+    # past the end (read ahead, not used).
+    assert sorted(paths[3:]) == [
         f"{BASE}/v2/deployments?limit=100&offset=200",
+        f"{BASE}/v2/deployments?limit=100&offset=300",
     ]
     for request in plane.requests:
         assert request.headers["x-api-key"] == API_KEY
@@ -163,7 +171,7 @@ def test_exactly_full_last_page_needs_one_more_empty_page() -> None:
     plane = Plane([record(f"d{i}") for i in range(200)])
     result = listing(plane)
     assert len(result.deployments) == 200
-    assert plane.page_requests == 3
+    assert plane.page_requests == 3 + 1  # and one read ahead past the empty page
 
 
 def test_no_tenant_header_without_tenant_id() -> None:
@@ -681,3 +689,81 @@ def test_tls_over_https_is_httpx_default_trust_and_over_http_trusts_nothing(
                 pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
             ):
                 untrusting.get(fake.url + "/api/v1/applications")
+
+
+# --- read ahead ---------------------------------------------------------------------------
+
+
+def test_pages_are_read_ahead_a_few_at_a_time_and_wait_as_bytes() -> None:
+    """A long listing has up to READ_AHEAD page requests in flight at once (a
+    round trip each, overlapped), never more; what is read ahead waits as
+    the body's bytes, decoded when the listing gets to it."""
+    from bridge.controlplane.client import READ_AHEAD
+
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most
+    plane = Plane([record(f"d{i:04d}") for i in range(1000)])
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        try:
+            time.sleep(0.05)  # a round trip
+            return plane(request)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    with client(slow) as c:
+        result = c.list_listener_deployments()
+        plane.records[300]["name"] = "d0300-renamed"  # bytes the last listing did not read
+        held = c._page(result.listener, 300, hold=True).result()
+        assert held.data is None and held.body is not None
+        decoded = c._decoded(result.listener, 300, held)
+    assert [d.name for d in result.deployments] == [f"d{i:04d}" for i in range(1000)]
+    assert in_flight[1] == READ_AHEAD
+    assert plane.page_requests == 11 + READ_AHEAD - 1 + 1  # the chain, past the end, ours
+    assert [r["name"] for r in decoded.data["resources"]][:2] == ["d0300-renamed", "d0301"]
+
+
+def test_a_page_read_ahead_that_does_not_decode_is_asked_for_again() -> None:
+    """Bytes read ahead are decoded when the listing gets to them; garbage
+    there is asked for again, with a request's usual retries."""
+    plane = Plane([record(f"d{i:03d}") for i in range(450)])
+    served: list[int] = []
+
+    def garbage_once(count: int, offset: int) -> httpx.Response | None:
+        served.append(offset)
+        if offset == 300 and served.count(300) == 1:
+            return httpx.Response(200, content=b'{"resources": [', headers=JSON_TYPE)
+        return None
+
+    plane.page_hook = garbage_once
+    result = listing(plane)
+    assert [d.name for d in result.deployments] == [f"d{i:03d}" for i in range(450)]
+    assert served.count(300) == 2
+
+
+def test_a_chain_that_does_not_step_by_a_page_is_followed_and_guesses_unused() -> None:
+    """Pages are asked for ahead on the guess that each full page is followed
+    by the next 100 records. A server whose `offset` says otherwise is
+    followed, and no page read on a wrong guess is used."""
+    records = [record(f"d{i:03d}") for i in range(600)]
+    requested: list[int] = []
+
+    def skipping(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api-host")
+        if path == f"/v2/listeners/{LISTENER}":
+            return httpx.Response(200, json=listener_doc())
+        offset = int(request.url.params["offset"])
+        requested.append(offset)
+        page = records[offset : offset + 100]
+        # The next page starts 150 records on: the 50 between are never listed.
+        return httpx.Response(200, json={"resources": page, "offset": offset + 150})
+
+    result = listing(skipping)
+    chain = [0, 150, 300, 450]
+    expected = [r["name"] for at in chain for r in records[at : at + 100]]
+    assert [d.name for d in result.deployments] == expected
+    assert set(chain) < set(requested)  # and guesses (250, 400, ...) that were not used

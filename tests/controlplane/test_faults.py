@@ -109,7 +109,9 @@ def test_a_transient_fault_once_is_retried_into_a_complete_listing(
     labels: list[str] = []
     sleeps: list[float] = []
     assert names(plane.list(sleeps, labels)) == plane.names
-    assert labels == ["200", "200", label, "200", "200"]
+    # The listener, page 1, page 2 failing then retried, page 3 and one read
+    # ahead past the end (pages after the first full one are asked for ahead).
+    assert labels == ["200", "200", label, "200", "200", "200"]
     if mode == "429":
         assert sleeps == [1.0]  # the server's Retry-After: 1
     else:
@@ -165,7 +167,8 @@ def test_an_empty_later_page_is_caught_and_relisted(plane: Faulty) -> None:
     plane.arm({**PAGE_2, "mode": "empty", "times": 1})
     labels: list[str] = []
     assert names(plane.list(labels=labels)) == plane.names
-    assert len(labels) == 1 + 2 + 3  # listener, the bad pass (2 pages), the good pass
+    # The listener, the bad pass (2 pages), the good pass (3, and one read ahead).
+    assert len(labels) == 1 + 2 + 3 + 1
 
 
 def test_an_empty_first_page_is_an_empty_listing(plane: Faulty) -> None:
@@ -180,10 +183,10 @@ def test_a_shift_once_relists_from_zero(plane: Faulty) -> None:
     plane.arm({**PAGE_2, "mode": "shift", "times": 1})
     labels: list[str] = []
     assert names(plane.list(labels=labels)) == plane.names
-    # The listener, two pages of the first pass and the third page it had asked
-    # for while it read the second (the next page downloads while one is parsed),
-    # then three pages from zero.
-    assert len(labels) == 1 + 2 + 1 + 3
+    # The listener, two pages of the first pass and the two it had asked for
+    # while it read the second (the pages after it download while one is
+    # parsed), then three pages from zero and one read ahead past the end.
+    assert len(labels) == 1 + 2 + 2 + 3 + 1
 
 
 def test_a_shift_on_every_pass_is_an_error(plane: Faulty) -> None:
@@ -201,7 +204,7 @@ def test_rules_count_and_clear(plane: Faulty) -> None:
     )
     plane.list()
     deployments_rule, listeners_rule = plane.rules()
-    assert (deployments_rule["seen"], deployments_rule["hits"]) == (3, 0)
+    assert (deployments_rule["seen"], deployments_rule["hits"]) == (3 + 1, 0)  # 1 read ahead
     assert (listeners_rule["seen"], listeners_rule["hits"]) == (0, 0)
     plane.clear()
     assert plane.rules() == []

@@ -288,7 +288,7 @@ def test_listener_list_patch_delete(plane: Plane) -> None:
         assert raw.get(f"/v2/listeners/{ids[1]}").status_code == 404
 
 
-def test_205_deployments_page_over_one_kept_alive_connection(plane: Plane) -> None:
+def test_205_deployments_page_over_kept_alive_connections(plane: Plane) -> None:
     listener = plane.admin.create_listener("c", ["agents"])
     for i in range(205):
         plane.admin.create_deployment(deployment_body(f"agent-{i:03d}", listener["id"]))
@@ -317,8 +317,10 @@ def test_205_deployments_page_over_one_kept_alive_connection(plane: Plane) -> No
     with plane.client(listener["id"], transport=transport, on_response=labels.append) as client:
         listing = client.list_listener_deployments()
     assert sorted(d.name for d in listing.deployments) == [f"agent-{i:03d}" for i in range(205)]
-    assert labels == ["200"] * 4  # the listener and 3 pages
-    assert len(set(transport.local_addresses)) == 1  # keep-alive: one connection for all
+    assert labels == ["200"] * 5  # the listener, 3 pages and one read ahead past the end
+    # Keep-alive: 5 requests over at most 2 connections (the last two pages
+    # are asked for at once).
+    assert len(set(transport.local_addresses)) <= 2
 
 
 def test_the_database_survives_a_restart(tmp_path: Path) -> None:
