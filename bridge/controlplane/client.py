@@ -101,8 +101,10 @@ class _ReadAhead:
     page), a listing of 10,000 took 100 round trips one after the other; on
     loopback the server and the bridge each waited on the other.
 
-    Answers wait as bytes (`_Reply.body`), at most `maxResponseMb` each, and
-    are decoded one at a time as the listing reaches them."""
+    The next page is decoded where it is read, as before; pages further ahead
+    wait as bytes (`_Reply.body`, at most `maxResponseMb` each) and are
+    decoded as the listing reaches them, so no more than two pages are ever
+    decoded at once."""
 
     def __init__(self, request: Callable[[int, bool], Future[_Reply]]) -> None:
         self._request = request
