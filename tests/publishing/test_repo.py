@@ -376,10 +376,11 @@ def test_a_folders_listing_is_kept_per_head_and_read_only(open_repo: OpenRepo) -
 def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
     open_repo: OpenRepo,
 ) -> None:
-    """A killed fetch's half-written objects are disk nothing else frees, but
-    looking for them scans up to 256 folders: a clone is looked at once per
+    """A killed fetch's half-written loose objects are disk nothing else frees,
+    but looking for them scans up to 256 folders: a clone is looked at once per
     STALE_LOCK_SECONDS, whichever process opens it (a `run --once` from cron
-    is a new process each time)."""
+    is a new process each time). Half-written packs (one folder) and locks
+    are looked for at every open: the run after a crash leaves none."""
     from bridge.publishing.clone import _SWEPT, STALE_LOCK_SECONDS
 
     repo = open_repo()
@@ -409,8 +410,11 @@ def test_temp_objects_are_swept_at_the_first_open_then_once_per_stale_interval(
     leftover.write_text("")
     os.utime(leftover, (long_ago, long_ago))
     marker = repo.path / _SWEPT
+    half_pack = repo.path / "objects" / "pack" / "tmp_pack_killed"  # one folder: every open
+    half_pack.write_text("")
+    os.utime(half_pack, (long_ago, long_ago))
     open_repo().sync()  # another process's first open, within the interval
-    assert leftover.exists()
+    assert leftover.exists() and not half_pack.exists()
     for when in (time.time() - STALE_LOCK_SECONDS, time.time() + 3600):  # late; or skewed
         os.utime(marker, (when, when))
         open_repo().sync()
