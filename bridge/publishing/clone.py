@@ -7,6 +7,7 @@ processes it starts (bridge.publishing.transport).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -97,6 +98,13 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
+
+
+def _note(path: Path, data: bytes) -> None:
+    """A marker for the next process, never written through a planted link; if it
+    cannot be written, the next process looks again: only time is lost."""
+    with contextlib.suppress(OSError):
+        write_private(path, data)
 
 
 def _release_clone_lock(lock_path: Path) -> None:
@@ -265,7 +273,7 @@ class Clone:
                 return f"its remote is {current or 'unset'!r}, not the target's repo"
             self._config_checked = signature
             if signature is not None:
-                self._note_remote_checked(signature)
+                _note(self.path / _REMOTE_CHECKED, self._remote_record(signature).encode())
         try:  # git's own format for a symbolic HEAD; saves a process per cycle
             head = (self.path / "HEAD").read_text().strip()
         except OSError:
@@ -290,12 +298,6 @@ class Clone:
         except (OSError, ValueError):
             return None
         return signature if text == self._remote_record(signature) else None
-
-    def _note_remote_checked(self, signature: tuple[int, int, int]) -> None:
-        try:
-            write_private(self.path / _REMOTE_CHECKED, self._remote_record(signature).encode())
-        except OSError:
-            pass  # checked again by the next process: only time lost
 
     def _config_signature(self) -> tuple[int, int, int] | None:
         try:
@@ -391,10 +393,7 @@ class Clone:
         if swept is None or not 0 <= now - swept < STALE_LOCK_SECONDS:
             self._objects_swept = now
             candidates.extend(self.path.glob("objects/??/tmp_obj_*"))
-            try:
-                write_private(self.path / _SWEPT, b"")  # never through a planted link
-            except OSError:
-                pass  # looked again by the next process: only time lost
+            _note(self.path / _SWEPT, b"")
         for item in candidates:
             try:
                 mtime = item.lstat().st_mtime
