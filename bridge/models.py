@@ -177,7 +177,7 @@ class Listener:
     version: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretEnv:
     """One `secrets[]` entry: an env var whose value is always treated as secret."""
 
@@ -185,7 +185,7 @@ class SecretEnv:
     value: Redacted
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretReference:
     """One `secret_references[]` entry: env var from an existing Kubernetes Secret."""
 
@@ -194,7 +194,7 @@ class SecretReference:
     secret_key: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceSpec:
     """`source_config.resource_spec`; None means "use the default in overlays/"."""
 
@@ -238,7 +238,7 @@ _FLOAT_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """An Agent Server deployment as the bridge needs it.
 

@@ -14,6 +14,7 @@ guessing could lose its escrowed Postgres password.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -191,24 +192,28 @@ class ExistingReader:
     def _read(
         self, view: TreeView, tree: Mapping[str, str], ns_dir: str
     ) -> tuple[dict[str, Existing], list[str], dict[str, str]]:
+        # folder -> its files but the state file (kept as Existing.files, so the
+        # names are interned: the same few in every folder); folder -> state blob.
         folders: dict[str, dict[str, str]] = {}
+        state_ids: dict[str, str] = {}
         prefix = ns_dir + "/"
+        intern = sys.intern
         for path, blob in tree.items():
             rel = path[len(prefix) :] if path.startswith(prefix) else path
             parts = rel.split("/", 1)
             if len(parts) == 2:
-                folders.setdefault(parts[0], {})[parts[1]] = blob
-        unread = [
-            state_id
-            for files in folders.values()
-            if (state_id := files.get(STATE_FILE)) is not None and state_id not in self._states
-        ]
+                files = folders.setdefault(parts[0], {})
+                if parts[1] == STATE_FILE:
+                    state_ids[parts[0]] = blob
+                else:
+                    files[intern(parts[1])] = blob
+        unread = [state_id for state_id in state_ids.values() if state_id not in self._states]
         read = view.read_blobs(unread, max_bytes=MAX_STATE_BYTES) if unread else {}
         existing: dict[str, Existing] = {}
         state_blobs: list[str] = []
         unreadable: dict[str, str] = {}
         for folder, files in sorted(folders.items()):
-            state_blob = files.get(STATE_FILE)
+            state_blob = state_ids.get(folder)
             if state_blob is None:
                 continue
             try:
@@ -219,7 +224,6 @@ class ExistingReader:
                 continue
             self._seen.add(state_blob)
             state_blobs.append(state_blob)
-            other = {f: b for f, b in files.items() if f != STATE_FILE}
             if state.deployment_id in existing:
                 log.warning(
                     "two folders claim deployment %s: %s and %s; keeping the first",
@@ -228,7 +232,7 @@ class ExistingReader:
                     quote_path(folder),
                 )
                 continue
-            existing[state.deployment_id] = Existing(folder=folder, state=state, files=other)
+            existing[state.deployment_id] = Existing(folder=folder, state=state, files=files)
         return existing, state_blobs, unreadable
 
     def _state(

@@ -4,6 +4,7 @@ component; anything else is an UntrustedInput naming the field, never a crash.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -91,3 +92,27 @@ def test_a_state_file_not_as_the_bridge_writes_it_is_refused_by_field(
     text = str(caught.value)
     assert says in text, text
     assert "\n" not in text and "\x1b" not in text
+
+
+def test_what_a_state_derives_is_made_once_and_left_out_of_its_identity() -> None:
+    """folder_files and sealings are worked out when the state is made (the state
+    is kept across cycles and asked every cycle), never part of its repr, which
+    nothing should depend on, or of equality."""
+    parsed = DeploymentState.from_bytes(STATE.to_bytes())
+    assert parsed.folder_files == {"kustomization.yaml": "1" * 40, "secret-env.yaml": "2" * 40}
+    assert parsed.sealings == {"sops-age:0123abcd"}
+    assert "folder_files" not in repr(parsed) and "sealings" not in repr(parsed)
+    with pytest.raises(TypeError):
+        parsed.folder_files["x"] = "3" * 40  # type: ignore[index]
+    # A file may not list the state file itself (not a safe name), but a state
+    # made in code that does: the folder's other entries still leave it out.
+    with pytest.raises(UntrustedInput, match="safe file name"):
+        DeploymentState.from_bytes(
+            edited(lambda d: d["files"].update({".gitops-bridge.state": "4" * 40}))
+        )
+    odd = dataclasses.replace(parsed, files={**parsed.files, ".gitops-bridge.state": "4" * 40})
+    assert odd.folder_files == parsed.folder_files
+    assert odd != parsed
+    # The same few file names in every state: one string each, shared.
+    again = DeploymentState.from_bytes(STATE.to_bytes())
+    assert [id(n) for n in again.files] == [id(n) for n in parsed.files]
