@@ -247,3 +247,17 @@ def test_mappings_and_tuples_of_any_kind() -> None:
     doc = {"b": MappingProxyType({"y": (1, 2), "x": 1.0}), "a": (), 3: "int key"}
     assert dumps(doc) == _dumps_pyyaml(doc)
     assert canonical_yaml.dump_bytes({"x": MappingProxyType({})}) == b"x: {}\n"
+
+
+def test_long_values_are_written_without_filling_the_cache() -> None:
+    """Sealed ciphertexts and config blobs are unique to one deployment: cached,
+    they were most of the cache's memory for almost none of its hits. They are
+    written the same way, and only short values are kept."""
+    cache = canonical_yaml._cached_scalar_text
+    cache.cache_clear()
+    long_values = [f"ENC[AES256_GCM,data:{i:064x},type:str]" for i in range(50)]
+    doc = {"short": "agent-server", "long": long_values}
+    assert dumps(doc) == _dumps_pyyaml(doc)
+    assert cache.cache_info().currsize == 3  # "short", "long", "agent-server"
+    assert dumps(doc) == _dumps_pyyaml(doc)
+    assert cache.cache_info().hits >= 1
