@@ -14,6 +14,7 @@ This module imports nothing of the bridge but `display`, `errors`, `redaction` a
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -271,6 +272,11 @@ class Deployment:
 # --- parsing ---------------------------------------------------------------
 
 
+# Most deployments have no labels and no annotations: one empty map for all of
+# them (it is read-only), not two objects and a dict each (~2 MB at 10,000).
+_NO_STRINGS = FrozenDict()
+
+
 class _Fields:
     """Typed accessors over one JSON object that name the bad field in errors."""
 
@@ -334,6 +340,8 @@ class _Fields:
 
     def str_map(self, key: str) -> FrozenDict:
         value = self.obj(key)
+        if not value:
+            return _NO_STRINGS
         for k, v in value.items():
             if not isinstance(v, str):
                 raise self.fail(f"{key}.{k}", f"must be a string, got {type(v).__name__}")
@@ -451,8 +459,10 @@ def parse_deployment(raw: Json, *, check_text: bool = True) -> Deployment:
             )
     real_id = top.uuid_("id", required=True) or ""
     real_name = top.str_("name", required=True) or ""
-    source = top.str_("source", required=True) or ""
-    status = top.str_("status") or "UNKNOWN"
+    # Values most deployments share are kept once (the listing is held between
+    # cycles: ~3 MB at 10,000 for these and the two below).
+    source = sys.intern(top.str_("source", required=True) or "")
+    status = sys.intern(top.str_("status") or "UNKNOWN")
     source_config = _Fields(top.obj("source_config"), "source_config.", dep_id, dep_name)
     listener_config = _Fields(
         source_config.obj("listener_config"), "source_config.listener_config.", dep_id, dep_name
@@ -491,8 +501,8 @@ def parse_deployment(raw: Json, *, check_text: bool = True) -> Deployment:
         name=real_name,
         source=source,
         status=status,
-        listener_id=source_config.str_("listener_id"),
-        namespace=listener_config.str_("k8s_namespace"),
+        listener_id=_shared(source_config.str_("listener_id")),
+        namespace=_shared(listener_config.str_("k8s_namespace")),
         image_uri=revision_config.str_("image_uri"),
         revision_id=top.uuid_("latest_revision_id"),
         secrets=_secrets(top),
@@ -500,6 +510,10 @@ def parse_deployment(raw: Json, *, check_text: bool = True) -> Deployment:
         resource_spec=resource_spec,
         custom_url=source_config.str_("custom_url"),
     )
+
+
+def _shared(value: str | None) -> str | None:
+    return sys.intern(value) if value is not None else None
 
 
 def _secrets(top: _Fields) -> tuple[SecretEnv, ...]:

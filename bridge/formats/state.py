@@ -65,7 +65,7 @@ class DeploymentState:
             files = {k: v for k, v in files.items() if k != STATE_FILE}
         object.__setattr__(self, "folder_files", MappingProxyType(files))
         sealings = frozenset(rec.sealed_for for rec in self.secrets.values())
-        object.__setattr__(self, "sealings", sealings)
+        object.__setattr__(self, "sealings", _shared_sealings(sealings))
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -161,6 +161,18 @@ _LINE = re.compile(r"^[^\x00-\x1f\x7f]{1,4096}$")
 # secret-env.yaml, ...); never "", ".", "..", ".git", a "/" or a "\\".
 _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+# Every state of a fleet sealed for the same recipients holds the same set:
+# one object for all (216 bytes each, ~2 MB at 10,000). Bounded: a change of
+# recipients leaves the old sets to go.
+_SEALINGS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _shared_sealings(sealings: frozenset[str]) -> frozenset[str]:
+    if len(_SEALINGS) > 64:
+        _SEALINGS.clear()
+    return _SEALINGS.setdefault(sealings, sealings)
 
 
 def _mapping(doc: Any, key: str, *, optional: bool = False) -> dict[str, Any]:

@@ -7,6 +7,7 @@ a secret's), and a bad deployment fails alone."""
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from typing import Any
 
@@ -193,3 +194,18 @@ def test_a_listener_with_a_bad_field_is_refused_naming_it(
     doc = copy.deepcopy(listener_doc()) | change
     with pytest.raises(InvalidListener, match=field.replace("[", r"\[")):
         parse_listener(doc)
+
+
+def test_what_deployments_share_is_held_once_and_what_they_do_not_is_kept() -> None:
+    """The listing is held between cycles: values most deployments share are one
+    object each, and an empty labels or annotations map is one map for all."""
+    first, second = (parse_deployment(json.loads(json.dumps(record(name)))) for name in ("a", "b"))
+    for field in ("source", "status", "listener_id", "namespace"):
+        assert getattr(first, field) is getattr(second, field), field
+    assert first.resource_spec.labels is second.resource_spec.labels
+    assert not first.resource_spec.labels and not first.resource_spec.annotations
+    labelled = record("c")
+    labelled["source_config"]["resource_spec"] = {"labels": {"team": "x"}, "annotations": {}}
+    spec = parse_deployment(labelled).resource_spec
+    assert dict(spec.labels) == {"team": "x"} and not spec.annotations
+    assert not second.resource_spec.labels  # the shared empty map is still empty

@@ -116,3 +116,4 @@ def test_what_a_state_derives_is_made_once_and_left_out_of_its_identity() -> Non
     # The same few file names in every state: one string each, shared.
     again = DeploymentState.from_bytes(STATE.to_bytes())
     assert [id(n) for n in again.files] == [id(n) for n in parsed.files]
+    assert again.sealings is parsed.sealings  # one set for every state sealed alike
