@@ -74,7 +74,7 @@ class Existing:
         """The folder's files as the state file records them. Its blob ids come
         from a file anyone may have edited: each is read only if it is a blob of
         the repo of at most FILE_MAX_BYTES."""
-        wanted = {f: b for f, b in self.state.files.items() if f != STATE_FILE}
+        wanted = self.state.folder_files
         read = view.read_blobs(list(wanted.values()), max_bytes=FILE_MAX_BYTES, missing_ok=True)
         lost = sorted(f for f, b in wanted.items() if b not in read)
         if lost:
