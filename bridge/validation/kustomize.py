@@ -35,8 +35,11 @@ CHUNK = 16
 # kustomize process 65 -> 102 MB. The soft memory limit collects sooner only
 # when a process nears it: a chunk of 16 roots peaked at 93 / 103.5 / 114 MiB
 # without it and 91 / 94.5 / 95.5 MiB with it, CPU 1.00x (24 pairs turn about;
-# one root, 20 pairs: 1.00x). Soft: a larger build is never refused, it
-# collects more often (Go caps that at half its CPU).
+# one root, 20 pairs: 1.00x). A whole cold cycle of 1,000, limit on and off in
+# turn, 5 noisy pairs, took 0.80-1.14x (median 1.09x): it may cost the cold
+# cycle a few per cent, kept because an OOM kill is worse (benchmarks/README.md,
+# fifth round). Soft: a larger build is never refused, it collects more often
+# (Go caps that at half its CPU).
 KUSTOMIZE_ENV = {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "64MiB"}
 
 
