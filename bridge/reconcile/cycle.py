@@ -37,7 +37,7 @@ from bridge.reconcile.notices import Notices
 from bridge.reconcile.outcomes import CycleReport, Outcome, TargetResult, invalid_as_failed
 from bridge.reconcile.planning import Planner, Validate
 from bridge.reconcile.plans import Publisher, TreeView
-from bridge.reconcile.stages import Started, TargetStages
+from bridge.reconcile.stages import Begun, Started, TargetStages
 
 log = logging.getLogger("bridge.reconcile")
 
@@ -185,9 +185,13 @@ class Reconciler:
         if self.notices.changed(("listener", "unmanaged"), tuple(unmanaged)):
             for message in unmanaged:
                 log.warning("%s", message, extra={"event": "unmanaged"})
-        # Each target's publish (commits, then a push: a round trip to its
-        # remote) runs on one thread while the next target is planned here.
+        # A target with a few changes is begun (drafted, its roots building) and
+        # held while the next target is begun, so that their builds run back to
+        # back; then it is started. Each target's publish (commits, then a push:
+        # a round trip to its remote) runs on one thread while the next target
+        # is planned here.
         outcomes: list[list[Outcome]] = []
+        held: tuple[int, Begun] | None = None
         waiting: tuple[int, Started] | None = None
 
         def finish_waiting() -> None:
@@ -196,21 +200,39 @@ class Reconciler:
                 (index, before), waiting = waiting, None
                 outcomes[index] = self._finish(before)
 
+        def start(index: int, begun: Begun) -> None:
+            nonlocal waiting
+            started = self._start(begun, publishing)
+            finish_waiting()
+            if isinstance(started, Started):
+                waiting = (index, started)
+            else:
+                outcomes[index] = started
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publishing:
             try:
                 for target in owned:
                     result = TargetResult(target=target)
                     report.targets.append(result)
                     outcomes.append([])
-                    entry = opened.pop(target.key)
-                    started = self._start(target, listing, result, entry, publishing)
-                    finish_waiting()
-                    if isinstance(started, Started):
-                        waiting = (len(outcomes) - 1, started)
+                    index = len(outcomes) - 1
+                    begun = self._begin(target, listing, result, opened.pop(target.key))
+                    if held is not None:
+                        (before, held_begun), held = held, None
+                        start(before, held_begun)
+                    if not isinstance(begun, Begun):
+                        outcomes[index] = begun
+                    elif self.stages.holds(begun):
+                        held = (index, begun)
                     else:
-                        outcomes[-1] = started
+                        start(index, begun)
+                if held is not None:
+                    (before, held_begun), held = held, None
+                    start(before, held_begun)
                 finish_waiting()
             finally:
+                if held is not None:  # the cycle was cut short: drop the held target
+                    self._drop(held[1])
                 if waiting is not None:  # the cycle was cut short: let that publish end
                     wait([waiting[1].published])
                     waiting[1].publisher.close()
@@ -218,30 +240,47 @@ class Reconciler:
             report.outcomes.extend(each)
         return report
 
-    def _start(
-        self,
-        target: Target,
-        listing: Listing,
-        result: TargetResult,
-        entry: _Opened,
-        publishing: ThreadPoolExecutor,
-    ) -> list[Outcome] | Started:
-        """One target planned and its publish started, or its outcomes when that
-        is all; a failure is recorded in `result`, never raised."""
+    def _begin(
+        self, target: Target, listing: Listing, result: TargetResult, entry: _Opened
+    ) -> list[Outcome] | Begun:
+        """One target opened and drafted, its roots building; or its outcomes when
+        that is all. A failure is recorded in `result`, never raised."""
         if isinstance(entry, BridgeError):
             return self._failed(target, result, entry)
         publisher, first_open = entry
-        started: list[Outcome] | Started = []
+        begun: list[Outcome] | Begun = []
         try:
             self.planner.next_target()
-            started = self.stages.start(publisher, target, listing, result, first_open, publishing)
+            begun = self.stages.begin(publisher, target, listing, result, first_open)
         except Exception as e:
-            started = self._failed(target, result, e)
+            begun = self._failed(target, result, e)
         finally:
-            if not isinstance(started, Started):
+            if not isinstance(begun, Begun):
                 publisher.close()
                 self.planner.end_target(target.key)
+        return begun
+
+    def _start(self, begun: Begun, publishing: ThreadPoolExecutor) -> list[Outcome] | Started:
+        """A begun target planned and its publish started, or its outcomes when
+        that is all; a failure is recorded in `result`, never raised."""
+        started: list[Outcome] | Started = []
+        try:
+            started = self.stages.start(begun, publishing)
+        except Exception as e:
+            started = self._failed(begun.target, begun.result, e)
+        finally:
+            if not isinstance(started, Started):
+                begun.publisher.close()
+                # A held target was started after the next one was begun.
+                self.planner.end_target(begun.target.key, last=not self.stages.holds(begun))
         return started
+
+    def _drop(self, begun: Begun) -> None:
+        """A begun target the cycle will not start (it was cut short)."""
+        try:
+            self.planner.abandon(begun.draft)
+        finally:
+            begun.publisher.close()
 
     def _finish(self, started: Started) -> list[Outcome]:
         """The outcomes of a target whose publish was started."""

@@ -56,9 +56,12 @@ class DeploymentPlanner:
         self._remembered: dict[str, _Remembered] = {}
         self._remembered_next: dict[str, _Remembered] = {}
         # Plans by their whole input, so that a push retry does not render again:
-        # this target's and (`_plans_before`) the one's before it.
+        # this target's and the two before it (the cycle begins a target, then
+        # starts the one before it, then finishes the publish of the one before
+        # that, whose retry comes last).
         self._plans: dict[object, Planned] = {}
         self._plans_before: dict[object, Planned] = {}
+        self._plans_older: dict[object, Planned] = {}
         self._sealer: Sealer | None = None
         self._sealer_loaded = False
 
@@ -66,7 +69,7 @@ class DeploymentPlanner:
         self._remembered_next = {}
 
     def end_cycle(self) -> None:
-        self._plans, self._plans_before = {}, {}
+        self._plans, self._plans_before, self._plans_older = {}, {}, {}
         self._remembered, self._remembered_next = self._remembered_next, {}
 
     def forget_plans(self) -> None:
@@ -75,9 +78,10 @@ class DeploymentPlanner:
         self._plans = {}
 
     def next_target(self) -> None:
-        """Free the rendered files of all but the last target (at 10,000
-        deployments all of them were ~160 MB)."""
-        self._plans_before, self._plans = self._plans, {}
+        """Free the rendered files of all but the last two targets (at 10,000
+        deployments all of them were ~160 MB; a target published on the cycle's
+        thread has freed its own already: `forget_plans`)."""
+        self._plans_older, self._plans_before, self._plans = self._plans_before, self._plans, {}
 
     @property
     def sealer(self) -> Sealer | None:
@@ -128,7 +132,11 @@ class DeploymentPlanner:
             sealed_for,
             (old.folder, old.state.to_bytes(), tuple(sorted(old.files.items()))) if old else None,
         )
-        cached = self._plans.get(plan_key) or self._plans_before.get(plan_key)
+        cached = (
+            self._plans.get(plan_key)
+            or self._plans_before.get(plan_key)
+            or self._plans_older.get(plan_key)
+        )
         if cached is None:
             cached = self._render(view, dep, name, context, old, digest, sealed_for)
             if old is not None and old.folder == name:

@@ -56,6 +56,8 @@ class ValidationRun(Protocol):
 
     def add(self, folder: str, files: dict[str, bytes]) -> None: ...
 
+    def flush(self) -> None: ...
+
     def results(self) -> dict[str, list[str]]: ...
 
     def close(self) -> None: ...
@@ -133,6 +135,14 @@ class Draft:
     shared: SharedFiles
     outcomes: list[Outcome] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    # Between draft_begin and draft_end: the planned changes and their roots'
+    # validation, under way.
+    pending: list[_Pending] = field(default_factory=list)
+    run: ValidationRun | None = None
+    # Roots this target's earlier plans of the cycle validated (a push retry):
+    # the very dict that decided which roots `run` was given.
+    memo: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    ended: bool = False
 
 
 class Planner:
@@ -159,30 +169,37 @@ class Planner:
         # key, of the targets planned since the last `next_target` and before it.
         self._validated: dict[str, dict[tuple[str, str], list[str]]] = {}
         self._drafted: set[str] = set()
+        self._drafted_before: set[str] = set()
 
     def begin_cycle(self) -> None:
         self.existing.begin_cycle()
         self.deployments.begin_cycle()
 
     def end_cycle(self) -> None:
-        self._validated, self._drafted = {}, set()
+        self._validated, self._drafted, self._drafted_before = {}, set(), set()
         self.deployments.end_cycle()
         self.existing.end_cycle()
 
-    def end_target(self, key: str) -> None:
+    def end_target(self, key: str, *, last: bool = True) -> None:
         """A target published on the cycle's thread (or failed): its plans and
-        validations are not needed for a retry; the target's before it are."""
-        self.deployments.forget_plans()
+        validations are not needed for a retry; the target's before it are.
+        `last`: no target was begun after it, so the newest plans are its own
+        and are freed (a held target's few plans go with the next targets')."""
+        if last:
+            self.deployments.forget_plans()
         self._validated.pop(key, None)
         self._drafted.discard(key)
+        self._drafted_before.discard(key)
 
     def next_target(self) -> None:
         """Plans and validations are only reused by a target's own push retries,
-        and those come while the next target is planned (the cycle publishes one
-        target while it plans the next): keep the last target's, free the rest."""
+        and those come while the next targets are planned (the cycle begins a
+        target, starts the one before it and finishes the publish of the one
+        before that): keep the last two targets', free the rest."""
         self.deployments.next_target()
-        self._validated = {k: v for k, v in self._validated.items() if k in self._drafted}
-        self._drafted = set()
+        keep = self._drafted | self._drafted_before
+        self._validated = {k: v for k, v in self._validated.items() if k in keep}
+        self._drafted_before, self._drafted = self._drafted, set()
 
     # -- draft ---------------------------------------------------------------
 
@@ -194,6 +211,21 @@ class Planner:
         deployments: Sequence[Deployment],
         unparsed_ids: Collection[str],
     ) -> Draft:
+        """`draft_begin`, then `draft_end`: the target's draft, its roots validated."""
+        return self.draft_end(self.draft_begin(view, target, listener, deployments, unparsed_ids))
+
+    def draft_begin(
+        self,
+        view: TreeView,
+        target: Target,
+        listener: Listener,
+        deployments: Sequence[Deployment],
+        unparsed_ids: Collection[str],
+    ) -> Draft:
+        """Every listed deployment planned and the roots that change handed to
+        validation, which runs on while the caller goes on (the cycle begins the
+        next target). `draft_end` waits for it and makes the changes; `abandon`
+        stops it if the draft is dropped instead."""
         from bridge.rendering.naming import folder_names
 
         fault_point("plan-target", target.namespace)
@@ -225,9 +257,30 @@ class Planner:
         draft = Draft(
             target, listener, view, cluster, ns_dir, tree, existing, unreadable, candidates, shared
         )
-        pending, validated = self._plan_live(draft, context, live, names)
-        self._live_changes(draft, pending, validated)
+        self._plan_live(draft, context, live, names)
         return draft
+
+    def draft_end(self, draft: Draft) -> Draft:
+        """The draft of `draft_begin` with its changes: one for every planned
+        deployment whose root validates."""
+        assert not draft.ended, "a draft ends once"
+        try:
+            validated: dict[str, list[str]] = {}
+            if self.validate is not None and draft.pending:
+                roots = {f"{draft.ns_dir}/{p.name}": p.files for p in draft.pending}
+                validated = self._validate(roots, draft.run, draft.memo)
+        finally:
+            self.abandon(draft)
+        self._live_changes(draft, draft.pending, validated)
+        return draft
+
+    @staticmethod
+    def abandon(draft: Draft) -> None:
+        """Stop the draft's validation (and remove its scratch folder); it ends here."""
+        draft.ended = True
+        run, draft.run = draft.run, None
+        if run is not None:
+            run.close()
 
     def _report_unreadable(
         self, target: Target, unreadable: Mapping[str, str], listed_folders: Collection[str]
@@ -267,17 +320,19 @@ class Planner:
         context: RenderContext,
         live: list[Deployment],
         names: Mapping[str, str],
-    ) -> tuple[list[_Pending], dict[str, list[str]]]:
-        """Plan every listed deployment; validate the roots that change."""
+    ) -> None:
+        """Plan every listed deployment into `draft.pending`; the roots that change
+        go to `draft.run`, whose builds start now (`draft_end` waits for them)."""
         ns = draft.target.namespace
-        pending: list[_Pending] = []
+        pending = draft.pending
         ordered = sorted(live, key=lambda d: (names[d.id], d.id))
         # A validator that takes roots one by one starts on each as soon as it is
         # rendered: Kustomize runs in its worker processes while this thread renders on.
         begin = getattr(self.validate, "begin", None)
         run: ValidationRun | None = begin(len(ordered)) if callable(begin) else None
+        draft.run = run
         # What this target's earlier plans of the cycle validated (a push retry).
-        memo = self._validated.setdefault(draft.target.key, {})
+        memo = draft.memo = self._validated.setdefault(draft.target.key, {})
         self._drafted.add(draft.target.key)
         armed = raising()
         try:
@@ -301,14 +356,11 @@ class Planner:
                 # (The memo is empty but when a push race re-plans a target.)
                 if run is not None and (not memo or (path, root_key(planned.files)) not in memo):
                     run.add(path, planned.files)
-            validated: dict[str, list[str]] = {}
-            if self.validate is not None and pending:
-                roots = {f"{draft.ns_dir}/{p.name}": p.files for p in pending}
-                validated = self._validate(roots, run, memo)
-        finally:
             if run is not None:
-                run.close()
-        return pending, validated
+                run.flush()  # a last chunk short of full builds now, not when waited for
+        except BaseException:
+            self.abandon(draft)
+            raise
 
     def _plan_one(
         self,

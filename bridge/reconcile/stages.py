@@ -7,10 +7,14 @@
     plan  = planner.finish(draft, decision, gone)
     publisher.publish(plan)                   commit, push
 
-`start` and `finish` split a target's turn at the publish, so that the cycle
-plans the next target while this one's commits are written and pushed
-(`publish` on one other thread; the planner is only ever used from the
-cycle's thread, retries included).
+`begin`, `start` and `finish` split a target's turn twice. `begin` opens
+the target and drafts it: its changed roots start building (Kustomize) and
+are left to build while the cycle begins the next target, so that the builds
+of targets with a few changes each run back to back on every core instead of
+one target's at a time. `start` waits for them and hands the publish to one
+other thread, so that the cycle plans the next target while this one's
+commits are written and pushed. The planner is only ever used from the
+cycle's thread, retries included.
 
 A rejected push (someone else pushed first) opens the target again and
 re-plans on the new head, with jittered backoff; never a force. A local clone
@@ -44,7 +48,7 @@ from bridge.reconcile.guard import Candidates, Decision
 from bridge.reconcile.listing import Listing
 from bridge.reconcile.notices import Notices, OnEvent
 from bridge.reconcile.outcomes import Outcome, TargetResult
-from bridge.reconcile.planning import Planner
+from bridge.reconcile.planning import Draft, Planner
 from bridge.reconcile.plans import Plan, Published, Publisher, TreeView
 
 log = logging.getLogger("bridge.reconcile")
@@ -61,6 +65,23 @@ _T = TypeVar("_T")
 # cycle at 10,000 deployments peaked at 691-708 MB for the whole process tree
 # against 544-622 MB, for no shorter cycle.
 OVERLAP_MAX_CHANGES = 50
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A target opened and drafted on the cycle's thread, its roots building."""
+
+    publisher: Publisher
+    target: Target
+    listing: Listing
+    result: TargetResult
+    view: TreeView
+    draft: Draft
+
+    @property
+    def changes(self) -> int:
+        """How many deployments the draft plans to change (validation pending)."""
+        return len(self.draft.pending)
 
 
 @dataclass(frozen=True)
@@ -103,26 +124,62 @@ class TargetStages:
         self.sleep = sleep
         self.rng = rng
 
-    def start(
+    def begin(
         self,
         publisher: Publisher,
         target: Target,
         listing: Listing,
         result: TargetResult,
         first_open: Future[TreeView] | None,
-        publishing: Executor,
-    ) -> list[Outcome] | Started:
-        """Open and plan one target, and hand its first publish to `publishing`
-        (one thread): the cycle plans the next target while this one's commits
-        are written and pushed. Open and plan stay on the caller's thread, the
-        only one that uses the planner. The outcomes when that is all: nothing
-        to publish (dry run), a plan of more than OVERLAP_MAX_CHANGES published
-        here, or a broken clone that made the target start over; else `finish`
-        it. Raises BridgeError for the target (the cycle records it
-        and goes on with the others)."""
+    ) -> list[Outcome] | Begun:
+        """Open and draft one target on the caller's thread; its roots build on
+        while the caller goes on. Then `start` it (or drop it: `Planner.abandon`).
+        The outcomes instead when a broken clone made the target start over, and
+        it was planned and published here. Raises BridgeError for the target
+        (the cycle records it and goes on with the others)."""
         return self._once_more(
             target,
-            lambda: self._start(publisher, target, listing, result, first_open, publishing),
+            lambda: self._begin(publisher, target, listing, result, first_open),
+            lambda: self._publish(publisher, target, listing, result, None),
+        )
+
+    def _begin(
+        self,
+        publisher: Publisher,
+        target: Target,
+        listing: Listing,
+        result: TargetResult,
+        first_open: Future[TreeView] | None,
+    ) -> Begun:
+        view = first_open.result() if first_open is not None else publisher.open()
+        result.head = view.head
+        return Begun(publisher, target, listing, result, view, self._draft(view, target, listing))
+
+    @staticmethod
+    def holds(begun: Begun) -> bool:
+        """Whether the cycle may begin the next target before starting this one:
+        not a large plan (a cold target), which is validated and published
+        before the next target is begun, since overlapped, its git work and the
+        next target's builds only share the cores and add up their memory."""
+        return begun.changes <= OVERLAP_MAX_CHANGES
+
+    def start(self, begun: Begun, publishing: Executor) -> list[Outcome] | Started:
+        """Plan a begun target to the end (its validation waited for), and hand
+        its first publish to `publishing` (one thread): the cycle plans the next
+        target while this one's commits are written and pushed. The outcomes
+        when that is all: nothing to publish (dry run), a plan of more than
+        OVERLAP_MAX_CHANGES published here, or a broken clone that made the
+        target start over; else `finish` it. Raises BridgeError for the target
+        (the cycle records it and goes on with the others)."""
+        publisher, target, listing, result = (
+            begun.publisher,
+            begun.target,
+            begun.listing,
+            begun.result,
+        )
+        return self._once_more(
+            target,
+            lambda: self._start(begun, publishing),
             lambda: self._publish(publisher, target, listing, result, None),
         )
 
@@ -188,17 +245,14 @@ class TargetStages:
                 log.critical("%s", e, extra={"target": target.namespace})
             raise
 
-    def _start(
-        self,
-        publisher: Publisher,
-        target: Target,
-        listing: Listing,
-        result: TargetResult,
-        first_open: Future[TreeView] | None,
-        publishing: Executor,
-    ) -> list[Outcome] | Started:
-        view = first_open.result() if first_open is not None else publisher.open()
-        plan = self._planned(view, target, listing, result)
+    def _start(self, begun: Begun, publishing: Executor) -> list[Outcome] | Started:
+        publisher, target, listing, result = (
+            begun.publisher,
+            begun.target,
+            begun.listing,
+            begun.result,
+        )
+        plan = self._drafted(begun.view, begun.draft, result)
         if self.dry_run:
             return plan.outcomes
         if len(plan.changes) > OVERLAP_MAX_CHANGES:
@@ -245,7 +299,10 @@ class TargetStages:
         self, view: TreeView, target: Target, listing: Listing, result: TargetResult
     ) -> Plan:
         result.head = view.head
-        plan = self.plan(view, target, listing)
+        return self._drafted(view, self._draft(view, target, listing), result)
+
+    def _drafted(self, view: TreeView, draft: Draft, result: TargetResult) -> Plan:
+        plan = self.plan_drafted(view, draft)
         result.held, result.approval_notes = list(plan.held), list(plan.notes)
         return plan
 
@@ -274,13 +331,21 @@ class TargetStages:
 
     def plan(self, view: TreeView, target: Target, listing: Listing) -> Plan:
         """The stages before publishing: draft, guard, confirmation, finish."""
-        draft = self.planner.draft(
+        return self.plan_drafted(view, self._draft(view, target, listing))
+
+    def _draft(self, view: TreeView, target: Target, listing: Listing) -> Draft:
+        return self.planner.draft_begin(
             view,
             target,
             listing.listener,
             listing.by_namespace.get(target.namespace, []),
             listing.unparsed_ids,
         )
+
+    def plan_drafted(self, view: TreeView, begun: Draft) -> Plan:
+        """`plan` from a draft whose validation is under way (`Planner.draft_begin`)."""
+        draft = self.planner.draft_end(begun)
+        target = draft.target
         decision = guard.decide(
             view, draft.candidates, self.settings.policy, allow_mass_delete=self.allow_mass_delete
         )

@@ -452,6 +452,17 @@ class RootChecker:
             self._kubectl.extend(batch)
         self._sent = []
 
+    def flush(self) -> None:
+        """Every root added is in: the ones short of a full batch or chunk start
+        now too, so that they build while the caller goes on (the cycle begins
+        the next target) instead of when `results()` is called."""
+        if self._batch:
+            self._send()
+        if self._kubectl:
+            todo, self._kubectl = sorted(self._kubectl), []
+            for chunk in _chunks(todo, self._cpus):
+                self._build(chunk)
+
     def results(self) -> dict[str, RootCheck]:
         """folder -> what building it and validating its objects found."""
         if self._batch:

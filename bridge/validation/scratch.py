@@ -192,6 +192,11 @@ class ValidationRun:
             schema_dir=self._validator.schema_dir,
         )
 
+    def flush(self) -> None:
+        """Every root is added: the last ones start building now."""
+        if self._checker is not None and not self._broken:
+            self._checker.flush()
+
     def results(self) -> dict[str, list[str]]:
         """folder -> its errors (empty: it builds and every object validates)."""
         if not self._roots:

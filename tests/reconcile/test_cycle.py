@@ -385,18 +385,25 @@ class _Held:
 
 
 def _cycle_noting_drafts(
-    monkeypatch: pytest.MonkeyPatch, reconciler: Any, close: Any, noted: Any
+    monkeypatch: pytest.MonkeyPatch, reconciler: Any, close: Any, noted: Any, *, end: Any = None
 ) -> Any:
-    """One cycle, `noted(namespace)` called as each target's draft begins."""
+    """One cycle, `noted(namespace)` called as each target's draft begins (and
+    `end(namespace)` as it ends: its validation waited for, its changes made)."""
     from bridge.reconcile.planning import Planner
 
-    draft = Planner.draft
+    draft_begin, draft_end = Planner.draft_begin, Planner.draft_end
 
     def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
         noted(target.namespace)
-        return draft(self, view, target, *args)
+        return draft_begin(self, view, target, *args)
 
-    monkeypatch.setattr(Planner, "draft", drafting)
+    def ending(self: Planner, draft: Any) -> Any:
+        if end is not None:
+            end(draft.target.namespace)
+        return draft_end(self, draft)
+
+    monkeypatch.setattr(Planner, "draft_begin", drafting)
+    monkeypatch.setattr(Planner, "draft_end", ending)
     try:
         return reconciler.run_cycle()
     finally:
@@ -418,9 +425,14 @@ def test_a_target_is_published_while_the_next_one_is_planned(
     reconciler.open_publisher = lambda t: (
         _Held(open_publisher(t), go, waited) if t.namespace == "agents" else open_publisher(t)
     )
-    # agents' publish waits for the moment staging is drafted.
+    # agents' publish waits for the moment staging's draft ends (its validation
+    # waited for): the publish runs while staging is planned.
     report = _cycle_noting_drafts(
-        monkeypatch, reconciler, close, lambda ns: ns == "staging" and go.set()
+        monkeypatch,
+        reconciler,
+        close,
+        lambda ns: None,
+        end=lambda ns: ns == "staging" and go.set(),
     )
     assert waited == [True]
     assert report.exit_code() == 0
@@ -520,3 +532,66 @@ def test_a_large_plan_is_published_before_the_next_target_is_planned(
     ]
     assert [o.name for o in report.outcomes] == ["alpha", "gamma", "beta"]
     assert all(o.commit for o in report.outcomes)
+
+
+def test_the_next_target_is_begun_while_a_small_target_validates(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target of a few changes is drafted and its roots left building while
+    the next target is drafted; only then is its validation waited for. Each
+    still commits only what validated, in the targets' order."""
+    from bridge.commands.wiring import make_reconciler
+
+    world.create("alpha", namespace="agents")
+    world.create("beta", namespace="staging")
+    reconciler, close = make_reconciler(world.settings())
+    order: list[tuple[str, str]] = []
+    report = _cycle_noting_drafts(
+        monkeypatch,
+        reconciler,
+        close,
+        lambda ns: order.append(("begin", ns)),
+        end=lambda ns: order.append(("end", ns)),
+    )
+    assert report.exit_code() == 0
+    assert order == [
+        ("begin", "agents"),
+        ("begin", "staging"),
+        ("end", "agents"),
+        ("end", "staging"),
+    ]
+    assert [o.name for o in report.outcomes] == ["alpha", "beta"]
+    assert all(o.commit for o in report.outcomes)
+
+
+def test_a_cycle_cut_short_stops_the_held_targets_validation(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted while the next target is begun, the cycle drops the target it
+    held: its builds stop, its scratch folder goes, nothing of it is pushed."""
+    from bridge.commands.wiring import make_reconciler
+    from bridge.reconcile.planning import Planner
+
+    world.create("alpha", namespace="agents")
+    world.create("beta", namespace="staging")
+    reconciler, close = make_reconciler(world.settings())
+    drafts: list[Any] = []
+    draft_begin = Planner.draft_begin
+
+    def drafting(self: Planner, view: Any, target: Any, *args: Any) -> Any:
+        if target.namespace == "staging":
+            raise KeyboardInterrupt
+        draft = draft_begin(self, view, target, *args)
+        drafts.append((draft, draft.run))
+        return draft
+
+    monkeypatch.setattr(Planner, "draft_begin", drafting)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            reconciler.run_cycle()
+    finally:
+        close()
+    [(draft, run)] = drafts
+    assert draft.ended and draft.run is None
+    assert run is not None and run._scratch is None  # closed: scratch folder removed
+    assert world.subjects("agents") == []

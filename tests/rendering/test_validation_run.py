@@ -147,6 +147,25 @@ def test_kubectl_chunks_are_built_before_the_last_root_is_added(
     assert sorted(found) == sorted(folders)
 
 
+def test_a_flushed_checker_builds_the_rest_before_it_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`flush` (every root is added): roots short of a chunk start building at
+    once, so that they build while the cycle begins the next target; `results`
+    then only waits, with the same answers."""
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, "kubectl")
+    folders = write_roots(tmp_path, 5)
+    checker = RootChecker(tmp_path)
+    checker.add(folders)
+    assert checker._building == []  # short of a chunk: nothing builds yet
+    checker.flush()
+    assert checker._kubectl == [] and checker._building
+    built = sorted(f for b in checker._building for f in b.result(timeout=120))
+    assert built == sorted(folders)
+    found = checker.results()
+    assert found == check_roots(tmp_path, folders)
+
+
 def test_closing_a_checker_ends_its_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cycle cut short closes its run: builds under way finish before the scratch
     dir goes, and the ones not started never start."""
