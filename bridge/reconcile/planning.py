@@ -3,7 +3,9 @@ tree to the commits to make, one per deployment change (SPEC §6).
 
     draft()   every listed deployment planned (bridge.reconcile.deployments),
               rendered roots validated with real Kustomize, deploy/restore/rekey
-              changes made; deletion candidates named for the guard
+              changes made; deletion candidates named for the guard. In two
+              halves for the cycle: draft_begin (planned, roots building) and
+              draft_end (validation waited for, changes made)
     finish()  the guard's decision and the control plane's confirmation in,
               delete commits appended: the `Plan` a publisher takes
 

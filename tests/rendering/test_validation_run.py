@@ -166,6 +166,50 @@ def test_a_flushed_checker_builds_the_rest_before_it_is_waited_for(
     assert found == check_roots(tmp_path, folders)
 
 
+@pytest.mark.parametrize(("busy", "builds"), [(0, 2), (1, 1), (2, 1)])
+def test_a_flush_spreads_the_rest_over_the_cores_no_build_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, busy: int, builds: int
+) -> None:
+    """10 roots flushed on 2 cores: two builds side by side when nothing else
+    builds (the answer comes sooner), one while another target's builds hold
+    the cores (one start instead of two); the same answers either way."""
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, "kubectl")
+    monkeypatch.setattr(validation, "available_cpus", lambda: 2)
+    monkeypatch.setattr(validation._BUILDS, "busy", lambda: busy)
+    folders = write_roots(tmp_path, 10)
+    checker = RootChecker(tmp_path)
+    checker.add(folders)
+    checker.flush()
+    assert len(checker._building) == builds
+    assert checker.results() == check_roots(tmp_path, folders)
+
+
+def test_builds_under_way_are_counted_across_checkers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(libkustomize.ENGINE_ENV, "kubectl")
+    gate = threading.Event()
+    real = validation._check_chunk
+
+    def gated(*args: object) -> object:
+        gate.wait(timeout=60)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validation, "_check_chunk", gated)
+    first, second = RootChecker(tmp_path), RootChecker(tmp_path)
+    folders = write_roots(tmp_path, 2)
+    before = validation._BUILDS.busy()
+    first.add(folders[:1])
+    first.flush()
+    second.add(folders[1:])
+    second.flush()
+    assert validation._BUILDS.busy() == before + 2
+    gate.set()
+    first.results()
+    second.results()
+    assert validation._BUILDS.busy() == before
+
+
 def test_closing_a_checker_ends_its_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cycle cut short closes its run: builds under way finish before the scratch
     dir goes, and the ones not started never start."""
