@@ -226,6 +226,9 @@ class Reconciler:
                         held = (index, begun)
                     else:
                         start(index, begun)
+                    # Not kept while the next target renders: a cold target's
+                    # draft holds all of its rendered files (~16 MB a 1,000).
+                    del begun
                 if held is not None:
                     (before, held_begun), held = held, None
                     start(before, held_begun)

@@ -273,7 +273,8 @@ class Planner:
                 validated = self._validate(roots, draft.run, draft.memo)
         finally:
             self.abandon(draft)
-        self._live_changes(draft, draft.pending, validated)
+        pending, draft.pending = draft.pending, []  # the changes hold what is kept
+        self._live_changes(draft, pending, validated)
         return draft
 
     @staticmethod

@@ -77,11 +77,7 @@ class Begun:
     result: TargetResult
     view: TreeView
     draft: Draft
-
-    @property
-    def changes(self) -> int:
-        """How many deployments the draft plans to change (validation pending)."""
-        return len(self.draft.pending)
+    changes: int  # how many deployments the draft plans to change, validation pending
 
 
 @dataclass(frozen=True)
@@ -153,7 +149,8 @@ class TargetStages:
     ) -> Begun:
         view = first_open.result() if first_open is not None else publisher.open()
         result.head = view.head
-        return Begun(publisher, target, listing, result, view, self._draft(view, target, listing))
+        draft = self._draft(view, target, listing)
+        return Begun(publisher, target, listing, result, view, draft, len(draft.pending))
 
     @staticmethod
     def holds(begun: Begun) -> bool:
