@@ -1,13 +1,12 @@
 """Planning one target: from its part of the listing and a read-only view of its
 tree to the commits to make, one per deployment change (SPEC §6).
 
-    draft()   every listed deployment planned (bridge.reconcile.deployments),
-              rendered roots validated with real Kustomize, deploy/restore/rekey
-              changes made; deletion candidates named for the guard. In two
-              halves for the cycle: draft_begin (planned, roots building) and
-              draft_end (validation waited for, changes made)
-    finish()  the guard's decision and the control plane's confirmation in,
-              delete commits appended: the `Plan` a publisher takes
+    draft_begin()  every listed deployment planned (bridge.reconcile.deployments),
+                   the changed roots handed to real Kustomize, building while the
+                   cycle begins the next target; deletion candidates named
+    draft_end()    validation waited for, deploy/restore/rekey changes made
+    finish()       the guard's decision and the control plane's confirmation in,
+                   delete commits appended: the `Plan` a publisher takes
 
 Renders and validates; never writes git and imports nothing of
 bridge.publishing (a contract that import-linter holds). Each commit carries
@@ -204,17 +203,6 @@ class Planner:
         self._drafted_before, self._drafted = self._drafted, set()
 
     # -- draft ---------------------------------------------------------------
-
-    def draft(
-        self,
-        view: TreeView,
-        target: Target,
-        listener: Listener,
-        deployments: Sequence[Deployment],
-        unparsed_ids: Collection[str],
-    ) -> Draft:
-        """`draft_begin`, then `draft_end`: the target's draft, its roots validated."""
-        return self.draft_end(self.draft_begin(view, target, listener, deployments, unparsed_ids))
 
     def draft_begin(
         self,

@@ -1,7 +1,8 @@
 """One target's turn in a cycle: the stages in order, with their retries.
 
     view  = publisher.open()                  the target's tree, fetched
-    draft = planner.draft(view, ...)          deploys, restores, rekeys; candidates
+    draft = planner.draft_begin(view, ...)    planned; changed roots building
+    draft = planner.draft_end(draft)          deploys, restores, rekeys; candidates
     decision = guard.decide(view, candidates) held or let go
     gone  = confirm_gone(decision.deletable)  the control plane's word, per id
     plan  = planner.finish(draft, decision, gone)
@@ -168,36 +169,30 @@ class TargetStages:
         OVERLAP_MAX_CHANGES published here, or a broken clone that made the
         target start over; else `finish` it. Raises BridgeError for the target
         (the cycle records it and goes on with the others)."""
-        publisher, target, listing, result = (
-            begun.publisher,
-            begun.target,
-            begun.listing,
-            begun.result,
-        )
         return self._once_more(
-            target,
-            lambda: self._start(begun, publishing),
-            lambda: self._publish(publisher, target, listing, result, None),
+            begun.target, lambda: self._start(begun, publishing), self._over_again(begun)
         )
 
     def finish(self, started: Started) -> list[Outcome]:
         """The outcomes of a target `start` handed over, once its publish is
         done. A rejected push is retried here, on the caller's thread:
         fetched, re-planned on the new head, after a backoff wait."""
-        publisher, target, listing, result = (
-            started.publisher,
+        return self._once_more(
             started.target,
-            started.listing,
-            started.result,
+            lambda: self._settle(
+                started.publisher,
+                started.target,
+                started.listing,
+                started.result,
+                started.plan,
+                started.published.result,
+            ),
+            self._over_again(started),
         )
 
-        return self._once_more(
-            target,
-            lambda: self._settle(
-                publisher, target, listing, result, started.plan, started.published.result
-            ),
-            lambda: self._publish(publisher, target, listing, result, None),
-        )
+    def _over_again(self, turn: Begun | Started) -> Callable[[], list[Outcome]]:
+        """The target's whole turn from a new open: what a broken clone falls back to."""
+        return lambda: self._publish(turn.publisher, turn.target, turn.listing, turn.result, None)
 
     def _settle(
         self,
