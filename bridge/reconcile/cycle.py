@@ -209,6 +209,12 @@ class Reconciler:
             else:
                 outcomes[index] = started
 
+        def start_held() -> None:
+            nonlocal held
+            if held is not None:
+                (index, begun), held = held, None
+                start(index, begun)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish") as publishing:
             try:
                 for target in owned:
@@ -217,9 +223,7 @@ class Reconciler:
                     outcomes.append([])
                     index = len(outcomes) - 1
                     begun = self._begin(target, listing, result, opened.pop(target.key))
-                    if held is not None:
-                        (before, held_begun), held = held, None
-                        start(before, held_begun)
+                    start_held()
                     if not isinstance(begun, Begun):
                         outcomes[index] = begun
                     elif self.stages.holds(begun):
@@ -229,9 +233,7 @@ class Reconciler:
                     # Not kept while the next target renders: a cold target's
                     # draft holds all of its rendered files (~16 MB a 1,000).
                     del begun
-                if held is not None:
-                    (before, held_begun), held = held, None
-                    start(before, held_begun)
+                start_held()
                 finish_waiting()
             finally:
                 if held is not None:  # the cycle was cut short: drop the held target
