@@ -6,8 +6,20 @@ each beside the figure it bounds, so that the distance to it shows:
 
 - `python_start`: the install's interpreter doing nothing (`python -c pass`);
 - `import_cli`: `python -c 'import bridge.cli'`, what every command imports;
+- `import_run_path`: every module `run --once` has imported when its first
+  cycle begins (~330 modules), in one `python -c`: start-up's floor;
+- `import_httpx`: `python -c 'import httpx'`, the HTTP client's share of it;
 - `kustomize_one_root`: `kubectl kustomize` of one rendered deployment folder
-  (the default install's Kustomize, as the bridge runs it per root);
+  (the default install's Kustomize, as the bridge runs it per root, with the
+  bridge's Go settings `KUSTOMIZE_ENV`);
+- `kustomize_chunk`: one `kubectl kustomize` of a chunk of rendered deployment
+  folders (`roots`: bridge.validation.kustomize.CHUNK, 16) listed by one parent
+  kustomization, as the bridge builds them; with the CPU it takes per root
+  (`cpu_per_root_s`, user + system of the child), which bounds a cold cycle:
+  every root is built, so N roots need N times it on the machine's cores;
+- `kustomize_output_parse`: parsing that chunk's output (YAML: `kubectl
+  kustomize` prints nothing else) with libyaml, as the bridge reads it,
+  timed in this process; `per_root_s` is a root's share;
 - `http_page_100`: one `GET /v2/deployments?limit=100` (the page the bridge asks for) from
   `gitops-bridge control-plane serve` on loopback, on a new connection;
 - `git_commit_3_in_10k`: `git add` of 3 changed files and `git commit` in a
@@ -26,6 +38,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -37,9 +50,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reconcile
+
+from bridge.validation.kustomize import CHUNK, KUSTOMIZE_ENV
 
 FOLDER_FILES = (
     "agent-server.yaml",
@@ -74,20 +91,38 @@ def timed(action: Callable[[], object], runs: int) -> dict[str, float]:
     }
 
 
-def run(*argv: str | Path, cwd: Path | None = None) -> None:
+# kubectl as the bridge runs it: one OS thread, Go's collector a quarter as often.
+KUBECTL_ENV = {**os.environ, **KUSTOMIZE_ENV}
+
+
+def run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] = GIT_ENV) -> None:
     subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
-        env=GIT_ENV,
+        env=env,
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
 
+# What `run --once` has imported when its first cycle begins (sys.modules
+# there: ~338 modules; these bring in ~333 of them).
+RUN_PATH_IMPORTS = (
+    "bridge.cli, bridge.commands.run, bridge.commands.wiring, bridge.commands.forging,"
+    " bridge.controlplane.client, bridge.reconcile.cycle, bridge.observability.progress"
+)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def render_one(bridge: Path, record: dict[str, Any], out: Path) -> Path:
     """One deployment as the control plane lists it, rendered by the installed
     bridge (`gitops-bridge render`, no secrets provider: none are needed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     source = out.parent / "deployment.json"
     source.write_text(json.dumps(record))
     done = subprocess.run(
@@ -97,6 +132,33 @@ def render_one(bridge: Path, record: dict[str, Any], out: Path) -> Path:
         check=True,
     )
     return Path(done.stdout.split("\n")[0].removeprefix("wrote ").strip())
+
+
+def chunk_parent(bridge: Path, records: list[dict[str, Any]], work: Path) -> Path:
+    """A parent kustomization listing one rendered root per record, the way
+    bridge.validation.kustomize builds a chunk (`resources:` of the roots)."""
+    parent = work / "parent"
+    parent.mkdir(parents=True)
+    roots = [render_one(bridge, r, work / f"render-{i}" / "out") for i, r in enumerate(records)]
+    resources = "".join(f"- {os.path.relpath(root, parent)}\n" for root in roots)
+    (parent / "kustomization.yaml").write_text(
+        f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{resources}"
+    )
+    return parent
+
+
+def with_cpu_per_root(action: Callable[[], object], runs: int, roots: int) -> dict[str, float]:
+    """`timed`, plus the median CPU (user + system) of the children per root."""
+    cpu: list[float] = []
+
+    def measured() -> None:
+        before = children_cpu()
+        action()
+        cpu.append(children_cpu() - before)
+
+    figures = timed(measured, runs)
+    figures["cpu_per_root_s"] = round(statistics.median(cpu[1:]) / roots, 4)
+    return figures
 
 
 def big_repo(work: Path, n: int) -> tuple[Path, Path]:
@@ -137,6 +199,10 @@ def main() -> None:
         work = Path(tmp)
         figures["python_start"] = timed(lambda: run(python, "-c", "pass"), args.runs)
         figures["import_cli"] = timed(lambda: run(python, "-c", "import bridge.cli"), args.runs)
+        figures["import_run_path"] = timed(
+            lambda: run(python, "-c", f"import {RUN_PATH_IMPORTS}"), args.runs
+        )
+        figures["import_httpx"] = timed(lambda: run(python, "-c", "import httpx"), args.runs)
 
         api_key = "bench-" + secrets.token_hex(16)
         _listener, _ids = reconcile.populate(bridge, work / "cp.db", api_key, 100)
@@ -162,14 +228,32 @@ def main() -> None:
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
             conn.request(
                 "GET",
-                "/v2/deployments?limit=1&offset=1",
+                f"/v2/deployments?limit={CHUNK}&offset=0",
                 headers={"X-Api-Key": api_key},
             )
-            record = json.loads(conn.getresponse().read())["resources"][0]
+            records = json.loads(conn.getresponse().read())["resources"]
             conn.close()
 
-        root = render_one(bridge, record, work / "render")
-        figures["kustomize_one_root"] = timed(lambda: run(kubectl, "kustomize", root), args.runs)
+        root = render_one(bridge, records[0], work / "render" / "out")
+        figures["kustomize_one_root"] = with_cpu_per_root(
+            lambda: run(kubectl, "kustomize", root, env=KUBECTL_ENV), args.runs, 1
+        )
+        parent = chunk_parent(bridge, records[:CHUNK], work / "chunk")
+        figures["kustomize_chunk"] = {
+            "roots": CHUNK,
+            **with_cpu_per_root(
+                lambda: run(kubectl, "kustomize", parent, env=KUBECTL_ENV), args.runs, CHUNK
+            ),
+        }
+        output = subprocess.run(
+            [kubectl, "kustomize", parent], env=KUBECTL_ENV, capture_output=True, check=True
+        ).stdout
+        # The bridge's loader is libyaml's safe loader less one implicit tag: the same cost.
+        parse = timed(lambda: list(yaml.load_all(output, Loader=yaml.CSafeLoader)), args.runs)
+        figures["kustomize_output_parse"] = {
+            **parse,
+            "per_root_s": round(parse["median_s"] / CHUNK, 4),
+        }
 
         _remote, tree = big_repo(work, args.folders)
         counter = iter(range(10**9))
