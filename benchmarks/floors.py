@@ -18,8 +18,9 @@ each beside the figure it bounds, so that the distance to it shows:
   (`cpu_per_root_s`, user + system of the child), which bounds a cold cycle:
   every root is built, so N roots need N times it on the machine's cores;
 - `kustomize_output_parse`: parsing that chunk's output (YAML: `kubectl
-  kustomize` prints nothing else) with libyaml, as the bridge reads it,
-  timed in this process; `per_root_s` is a root's share;
+  kustomize` prints nothing else) the way the bridge reads it (one document
+  at a time, its libyaml loader), timed in this process; `per_root_s` is a
+  root's share;
 - `http_page_100`: one `GET /v2/deployments?limit=100` (the page the bridge asks for) from
   `gitops-bridge control-plane serve` on loopback, on a new connection;
 - `git_commit_3_in_10k`: `git add` of 3 changed files and `git commit` in a
@@ -56,7 +57,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reconcile
 
-from bridge.validation.kustomize import CHUNK, KUSTOMIZE_ENV
+from bridge.validation.kustomize import (
+    CHUNK,
+    KUSTOMIZE_ENV,
+    _Loader,
+    _split_documents,
+    _write_parent,
+)
 
 FOLDER_FILES = (
     "agent-server.yaml",
@@ -135,16 +142,12 @@ def render_one(bridge: Path, record: dict[str, Any], out: Path) -> Path:
 
 
 def chunk_parent(bridge: Path, records: list[dict[str, Any]], work: Path) -> Path:
-    """A parent kustomization listing one rendered root per record, the way
-    bridge.validation.kustomize builds a chunk (`resources:` of the roots)."""
+    """A parent kustomization listing one rendered root per record, written by
+    the bridge's own `_write_parent`, as it builds a chunk."""
+    roots = [render_one(bridge, r, work / f"render-{i}" / "out") for i, r in enumerate(records)]
     parent = work / "parent"
     parent.mkdir(parents=True)
-    roots = [render_one(bridge, r, work / f"render-{i}" / "out") for i, r in enumerate(records)]
-    resources = "".join(f"- {os.path.relpath(root, parent)}\n" for root in roots)
-    (parent / "kustomization.yaml").write_text(
-        f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{resources}"
-    )
-    return parent
+    return _write_parent(work, parent, [str(root.relative_to(work)) for root in roots])
 
 
 def with_cpu_per_root(action: Callable[[], object], runs: int, roots: int) -> dict[str, float]:
@@ -246,10 +249,17 @@ def main() -> None:
             ),
         }
         output = subprocess.run(
-            [kubectl, "kustomize", parent], env=KUBECTL_ENV, capture_output=True, check=True
+            [kubectl, "kustomize", parent],
+            env=KUBECTL_ENV,
+            capture_output=True,
+            check=True,
+            text=True,
         ).stdout
-        # The bridge's loader is libyaml's safe loader less one implicit tag: the same cost.
-        parse = timed(lambda: list(yaml.load_all(output, Loader=yaml.CSafeLoader)), args.runs)
+        # As the bridge reads a build (roots._check_output): one document at a time.
+        parse = timed(
+            lambda: [yaml.load(t, Loader=_Loader) for t in _split_documents(output)],  # noqa: S506
+            args.runs,
+        )
         figures["kustomize_output_parse"] = {
             **parse,
             "per_root_s": round(parse["median_s"] / CHUNK, 4),
